@@ -1,0 +1,172 @@
+// Command soketi is a Pusher-protocol WebSocket server whose nodes can form a
+// cluster on a private network with no third-party service.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/joho/godotenv"
+
+	"github.com/soketi-go/soketi/internal/config"
+	"github.com/soketi-go/soketi/pkg/pusher"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `soketi — a Pusher-protocol WebSocket server
+
+Usage:
+  soketi start [--config FILE]   start the server
+  soketi --help                  show this help
+  soketi --version               print the version
+
+Configuration comes from built-in defaults, then the JSON file given with
+--config (keys are soketi's dot paths, such as "port" or "appManager.array.apps"),
+then environment variables (SOKETI_PORT, SOKETI_DEFAULT_APP_ID, ADAPTER_DRIVER, ...),
+also read from a .env file in the working directory. See the README for every variable.
+`
+
+func main() {
+	_ = godotenv.Load() // a missing .env is normal
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is main without the process globals, so tests can drive it.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "-v", "--version", "version":
+		fmt.Fprintln(stdout, "soketi", version)
+		return 0
+	case "start":
+	default:
+		fmt.Fprintf(stderr, "soketi: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	configPath := ""
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--config" || a == "-c":
+			if i+1 >= len(args) {
+				fmt.Fprintln(stderr, "soketi: --config needs a file path")
+				return 2
+			}
+			configPath = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--config="):
+			configPath = strings.TrimPrefix(a, "--config=")
+		case a == "-h" || a == "--help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		default:
+			fmt.Fprintf(stderr, "soketi: unknown flag %q\n", a)
+			return 2
+		}
+	}
+	cfg, err := config.Load(configPath, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "soketi: %v\n", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("server stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the node until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	apps, err := pusher.NewStaticApps(cfg.Apps)
+	if err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if cfg.SSL.Enabled() {
+		if tlsCfg, err = loadTLS(cfg.SSL); err != nil {
+			return err
+		}
+	}
+	node, err := newNode(ctx, cfg, apps, logger)
+	if err != nil {
+		return err
+	}
+	defer node.close()
+
+	mainLn, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
+	}
+	metricsLn, err := net.Listen("tcp", net.JoinHostPort(cfg.Metrics.Host, strconv.Itoa(cfg.Metrics.Port)))
+	if err != nil {
+		mainLn.Close()
+		return fmt.Errorf("listen on metrics port %d: %w", cfg.Metrics.Port, err)
+	}
+	if tlsCfg != nil {
+		mainLn = tls.NewListener(mainLn, tlsCfg)
+	}
+
+	mainSrv := &http.Server{Handler: node.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	metricsSrv := &http.Server{Handler: node.metricsHandler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- mainSrv.Serve(mainLn) }()
+	go func() { errc <- metricsSrv.Serve(metricsLn) }()
+	logger.Info("soketi started", "version", version, "address", mainLn.Addr().String(),
+		"metrics_address", metricsLn.Addr().String(), "adapter", cfg.AdapterDriver, "mode", cfg.Mode, "apps", len(cfg.Apps))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	logger.Info("shutting down", "grace_period", cfg.ShutdownGracePeriod)
+	node.shutdown(cfg.ShutdownGracePeriod)
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = mainSrv.Shutdown(shutCtx)
+	_ = metricsSrv.Shutdown(shutCtx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+func loadTLS(s config.SSL) (*tls.Config, error) {
+	if s.Passphrase != "" {
+		return nil, fmt.Errorf("invalid SOKETI_SSL_PASS: encrypted keys are not supported; decrypt the key file")
+	}
+	cert, err := tls.LoadX509KeyPair(s.CertPath, s.KeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("invalid SOKETI_SSL_CERT/SOKETI_SSL_KEY: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}

@@ -1,0 +1,526 @@
+// Package config loads the server's configuration the way soketi does:
+// built-in defaults, then a JSON file of dot-path keys, then the environment.
+package config
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/soketi-go/soketi/pkg/pusher"
+)
+
+// Config is the whole server configuration.
+type Config struct {
+	Host       string
+	Port       int
+	PathPrefix string
+	Mode       string // full, server or worker
+	Debug      bool
+
+	AcceptTrafficMemoryThreshold float64
+	ShutdownGracePeriod          time.Duration
+	UserAuthenticationTimeout    time.Duration
+	RequestLimitInMB             float64
+
+	SSL SSL
+
+	AppManagerDriver string
+	Apps             []*pusher.App
+	Limits           pusher.AppDefaults
+
+	AdapterDriver          string // local or cluster
+	ClusterRequestsTimeout time.Duration
+	RateLimiterDriver      string // local or cluster
+	QueueDriver            string // sync
+	CacheDriver            string // memory
+	ChannelCacheTTL        time.Duration
+
+	Cluster Cluster
+	Metrics Metrics
+	CORS    CORS
+
+	WebhooksBatching         bool
+	WebhooksBatchingDuration time.Duration
+}
+
+// SSL holds the TLS files of the main server; TLS is on when a cert or key is set.
+type SSL struct {
+	CertPath, KeyPath, Passphrase, CAPath string
+}
+
+// Enabled reports whether the main server should speak TLS.
+func (s SSL) Enabled() bool { return s.CertPath != "" || s.KeyPath != "" }
+
+// Cluster configures discovery, gossip and consensus.
+type Cluster struct {
+	Host              string
+	Port              int // UDP discovery port
+	Prefix            string
+	KeepaliveInterval time.Duration
+	CheckInterval     time.Duration
+	NodeTimeout       time.Duration
+	MasterTimeout     time.Duration
+	IgnoreProcess     bool
+	BroadcastAddress  string
+	MulticastAddress  string
+	UnicastAddresses  []string
+
+	NodeID           string
+	AdvertiseAddress string
+	GossipPort       int    // memberlist; 0 picks a free port
+	RaftPort         int    // 0 picks a free port
+	SecretKey        []byte // optional gossip encryption key
+	DataDir          string
+	ExpectedServers  int
+}
+
+// Metrics configures the Prometheus server.
+type Metrics struct {
+	Enabled bool
+	Driver  string
+	Host    string
+	Port    int
+	Prefix  string
+}
+
+// CORS configures the headers of HTTP responses.
+type CORS struct {
+	Origin         []string
+	Methods        []string
+	AllowedHeaders []string
+}
+
+// Default returns soketi's defaults, with one default app.
+func Default() *Config {
+	return &Config{
+		Host: "0.0.0.0", Port: 6001, Mode: "full",
+		AcceptTrafficMemoryThreshold: 85,
+		ShutdownGracePeriod:          3 * time.Second,
+		UserAuthenticationTimeout:    30 * time.Second,
+		RequestLimitInMB:             100,
+		AppManagerDriver:             "array",
+		Limits:                       pusher.DefaultAppDefaults,
+		AdapterDriver:                "local",
+		ClusterRequestsTimeout:       5 * time.Second,
+		RateLimiterDriver:            "local",
+		QueueDriver:                  "sync",
+		CacheDriver:                  "memory",
+		ChannelCacheTTL:              time.Hour,
+		Cluster: Cluster{
+			Host: "0.0.0.0", Port: 11002,
+			KeepaliveInterval: 500 * time.Millisecond, CheckInterval: 500 * time.Millisecond,
+			NodeTimeout: 2 * time.Second, MasterTimeout: 2 * time.Second,
+			IgnoreProcess: true, BroadcastAddress: "255.255.255.255",
+			DataDir: "./soketi-data", ExpectedServers: 1,
+		},
+		Metrics: Metrics{Driver: "prometheus", Host: "0.0.0.0", Port: 9601, Prefix: "soketi_"},
+		CORS: CORS{
+			Origin:  []string{"*"},
+			Methods: []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
+			AllowedHeaders: []string{"Origin", "Content-Type", "X-Auth-Token", "X-Requested-With", "Accept",
+				"Authorization", "X-CSRF-TOKEN", "XSRF-TOKEN", "X-Socket-Id"},
+		},
+		WebhooksBatchingDuration: 50 * time.Millisecond,
+	}
+}
+
+// Error is a configuration error naming the variable or key at fault.
+type Error struct {
+	Name  string
+	Value string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("invalid %s: %s", e.Name, e.Msg)
+	}
+	return fmt.Sprintf("invalid %s=%q: %s", e.Name, e.Value, e.Msg)
+}
+
+// Load builds the configuration from defaults, the JSON file at path (if
+// non-empty) and the environment read through getenv.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	cfg := Default()
+	apps := []map[string]any{defaultAppFields()}
+
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &Error{Name: "--config", Value: path, Msg: err.Error()}
+		}
+		tree, err := parseFile(b)
+		if err != nil {
+			return nil, &Error{Name: "--config", Value: path, Msg: err.Error()}
+		}
+		for _, o := range options {
+			if v, ok := tree.get(o.path); ok {
+				if err := o.set(cfg, v); err != nil {
+					return nil, &Error{Name: o.path, Value: short(v), Msg: err.Error()}
+				}
+			}
+		}
+		if v, ok := tree.get("appManager.array.apps"); ok {
+			list, ok := v.([]any)
+			if !ok {
+				return nil, &Error{Name: "appManager.array.apps", Msg: "must be an array of apps"}
+			}
+			apps = apps[:0]
+			for i, item := range list {
+				m, ok := item.(map[string]any)
+				if !ok {
+					return nil, &Error{Name: fmt.Sprintf("appManager.array.apps.%d", i), Msg: "must be an object"}
+				}
+				apps = append(apps, m)
+			}
+		}
+	}
+
+	for _, o := range options {
+		name, raw, ok := o.fromEnv(getenv)
+		if !ok {
+			continue
+		}
+		if err := o.set(cfg, parseEnvValue(raw)); err != nil {
+			return nil, &Error{Name: name, Value: raw, Msg: err.Error()}
+		}
+	}
+	for _, f := range defaultAppEnv {
+		raw := getenv(f.env)
+		if raw == "" {
+			continue
+		}
+		if len(apps) == 0 {
+			apps = append(apps, map[string]any{})
+		}
+		v := parseEnvValue(raw)
+		if f.field == "id" || f.field == "key" || f.field == "secret" {
+			v = raw // ids such as 123 stay strings
+		}
+		if f.field == "webhooks" {
+			if _, ok := v.([]any); !ok {
+				return nil, &Error{Name: f.env, Value: raw, Msg: "must be a JSON array of webhook objects"}
+			}
+		}
+		apps[0][f.field] = v
+	}
+
+	for i, raw := range apps {
+		a, err := pusher.ParseApp(raw, cfg.Limits)
+		if err != nil {
+			return nil, &Error{Name: fmt.Sprintf("appManager.array.apps.%d", i), Msg: err.Error()}
+		}
+		cfg.Apps = append(cfg.Apps, a)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func defaultAppFields() map[string]any {
+	return map[string]any{"id": "app-id", "key": "app-key", "secret": "app-secret"}
+}
+
+var defaultAppEnv = []struct{ env, field string }{
+	{"SOKETI_DEFAULT_APP_ID", "id"},
+	{"SOKETI_DEFAULT_APP_KEY", "key"},
+	{"SOKETI_DEFAULT_APP_SECRET", "secret"},
+	{"SOKETI_DEFAULT_APP_MAX_CONNS", "maxConnections"},
+	{"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "enableClientMessages"},
+	{"SOKETI_DEFAULT_APP_ENABLED", "enabled"},
+	{"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC", "maxBackendEventsPerSecond"},
+	{"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC", "maxClientEventsPerSecond"},
+	{"SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC", "maxReadRequestsPerSecond"},
+	{"SOKETI_DEFAULT_APP_USER_AUTHENTICATION", "enableUserAuthentication"},
+	{"SOKETI_DEFAULT_APP_WEBHOOKS", "webhooks"},
+}
+
+// Validate checks cross-field rules that single setters cannot.
+func (c *Config) Validate() error {
+	if _, err := pusher.NewStaticApps(c.Apps); err != nil {
+		return &Error{Name: "appManager.array.apps", Msg: err.Error()}
+	}
+	if c.Metrics.Enabled && c.Metrics.Port == c.Port && c.Metrics.Host == c.Host {
+		return &Error{Name: "SOKETI_METRICS_SERVER_PORT", Value: strconv.Itoa(c.Metrics.Port), Msg: "must differ from SOKETI_PORT"}
+	}
+	if c.SSL.Enabled() && (c.SSL.CertPath == "" || c.SSL.KeyPath == "") {
+		return &Error{Name: "SOKETI_SSL_CERT", Msg: "SOKETI_SSL_CERT and SOKETI_SSL_KEY must be set together"}
+	}
+	return nil
+}
+
+// parseEnvValue mirrors soketi: a value that parses as JSON is used parsed,
+// anything else as the plain string.
+func parseEnvValue(raw string) any {
+	var v any
+	if err := json.Unmarshal([]byte(raw), &v); err == nil {
+		return v
+	}
+	return raw
+}
+
+func short(v any) string {
+	b, _ := json.Marshal(v)
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
+}
+
+// tree is a JSON object addressed by dot paths ("cluster.port", "appManager.array.apps.0.key").
+type tree map[string]any
+
+func parseFile(b []byte) (tree, error) {
+	var flat map[string]any
+	if err := json.Unmarshal(b, &flat); err != nil {
+		return nil, fmt.Errorf("not a JSON object: %w", err)
+	}
+	t := tree{}
+	for k, v := range flat {
+		t.set(strings.Split(k, "."), v)
+	}
+	return t, nil
+}
+
+func (t tree) set(path []string, v any) {
+	var cur any = map[string]any(t)
+	for i, seg := range path {
+		last := i == len(path)-1
+		switch node := cur.(type) {
+		case map[string]any:
+			if last {
+				node[seg] = v
+				return
+			}
+			next, ok := node[seg]
+			if !ok || next == nil {
+				if _, err := strconv.Atoi(path[i+1]); err == nil {
+					next = []any{}
+				} else {
+					next = map[string]any{}
+				}
+				node[seg] = next
+			}
+			if arr, ok := next.([]any); ok {
+				n, err := strconv.Atoi(path[i+1])
+				if err == nil && n >= len(arr) && n < 1024 {
+					grown := make([]any, n+1)
+					copy(grown, arr)
+					node[seg] = grown
+					next = grown
+				}
+			}
+			cur = next
+		case []any:
+			n, err := strconv.Atoi(seg)
+			if err != nil || n < 0 || n >= len(node) {
+				return
+			}
+			if last {
+				node[n] = v
+				return
+			}
+			if node[n] == nil {
+				node[n] = map[string]any{}
+			}
+			cur = node[n]
+		default:
+			return
+		}
+	}
+}
+
+func (t tree) get(path string) (any, bool) {
+	var cur any = map[string]any(t)
+	for _, seg := range strings.Split(path, ".") {
+		switch node := cur.(type) {
+		case map[string]any:
+			v, ok := node[seg]
+			if !ok {
+				return nil, false
+			}
+			cur = v
+		case []any:
+			n, err := strconv.Atoi(seg)
+			if err != nil || n < 0 || n >= len(node) {
+				return nil, false
+			}
+			cur = node[n]
+		default:
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// Helpers shared by the option setters.
+
+func toString(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case nil:
+		return "", nil
+	}
+	return "", fmt.Errorf("want a string")
+}
+
+func toFloat(v any) (float64, error) {
+	switch x := v.(type) {
+	case float64:
+		return x, nil
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		if err != nil {
+			return 0, fmt.Errorf("want a number")
+		}
+		return f, nil
+	}
+	return 0, fmt.Errorf("want a number")
+}
+
+func toInt(v any) (int, error) {
+	f, err := toFloat(v)
+	if err != nil {
+		return 0, err
+	}
+	if f != float64(int64(f)) {
+		return 0, fmt.Errorf("want a whole number")
+	}
+	return int(f), nil
+}
+
+func toBool(v any) (bool, error) {
+	switch x := v.(type) {
+	case bool:
+		return x, nil
+	case float64:
+		return x != 0, nil
+	case string:
+		switch strings.ToLower(strings.TrimSpace(x)) {
+		case "true", "1", "yes", "on":
+			return true, nil
+		case "false", "0", "no", "off", "":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("want true or false")
+}
+
+func toPort(v any, allowZero bool) (int, error) {
+	n, err := toInt(v)
+	if err != nil || n > 65535 || n < 0 || (n == 0 && !allowZero) {
+		if allowZero {
+			return 0, fmt.Errorf("want a port number 0-65535 (0 picks a free port)")
+		}
+		return 0, fmt.Errorf("want a port number 1-65535")
+	}
+	return n, nil
+}
+
+func toMillis(v any) (time.Duration, error) {
+	f, err := toFloat(v)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("want a non-negative number of milliseconds")
+	}
+	return time.Duration(f * float64(time.Millisecond)), nil
+}
+
+func toPositiveMillis(v any) (time.Duration, error) {
+	d, err := toMillis(v)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("want a positive number of milliseconds")
+	}
+	return d, err
+}
+
+func toSeconds(v any) (time.Duration, error) {
+	f, err := toFloat(v)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("want a non-negative number of seconds")
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+func toIP(v any, allowEmpty bool) (string, error) {
+	s, err := toString(v)
+	if err != nil {
+		return "", err
+	}
+	if s == "" && allowEmpty {
+		return "", nil
+	}
+	if net.ParseIP(s) == nil {
+		return "", fmt.Errorf("want an IP address")
+	}
+	return s, nil
+}
+
+func toHost(v any) (string, error) {
+	s, err := toString(v)
+	if err != nil || s == "" || strings.ContainsAny(s, " /") {
+		return "", fmt.Errorf("want a host name or IP address")
+	}
+	return s, nil
+}
+
+func toStringList(v any) ([]string, error) {
+	switch x := v.(type) {
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, item := range x {
+			s, ok := item.(string)
+			if !ok {
+				return nil, fmt.Errorf("want a JSON array of strings")
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	case string:
+		if strings.TrimSpace(x) == "" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("want a JSON array of strings, like [\"10.0.0.2\",\"10.0.0.3:11002\"]")
+	case nil:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("want a JSON array of strings")
+}
+
+func oneOf(v any, allowed ...string) (string, error) {
+	s, err := toString(v)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range allowed {
+		if s == a {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("want one of %s", strings.Join(allowed, ", "))
+}
+
+func toKey(v any) ([]byte, error) {
+	s, err := toString(v)
+	if err != nil || s == "" {
+		return nil, err
+	}
+	k, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+		return nil, fmt.Errorf("want a base64-encoded key of 16, 24 or 32 bytes")
+	}
+	return k, nil
+}
+
+func parseIP(s string) net.IP { return net.ParseIP(s) }

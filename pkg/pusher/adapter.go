@@ -1,0 +1,83 @@
+package pusher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Adapter owns who is connected and subscribed where, and carries messages to
+// subscribers. The local adapter knows one process; a cluster adapter answers
+// for every node and plugs in here without the handlers changing.
+type Adapter interface {
+	// AddSocket registers a new connection, enforcing the app's connection
+	// quota atomically; it returns ErrOverQuota when the quota is full.
+	AddSocket(ctx context.Context, c *Conn) error
+	// RemoveSocket forgets a connection; its channels must already be left.
+	RemoveSocket(c *Conn)
+
+	// Subscribe adds c to channel (idempotent). member is non-nil for presence channels.
+	Subscribe(ctx context.Context, c *Conn, channel string, member *Member) (JoinResult, error)
+	// Unsubscribe removes c from channel.
+	Unsubscribe(ctx context.Context, c *Conn, channel string) (LeaveResult, error)
+	// SignIn records that c is authenticated as user.
+	SignIn(c *Conn, userID string)
+
+	// Publish delivers f to every subscriber of channel on every node, except
+	// the socket exceptSocketID. It returns the number of local deliveries.
+	Publish(ctx context.Context, appID, channel string, f Frame, exceptSocketID string) (int, error)
+	// SendToUser delivers f to every connection signed in as userID.
+	SendToUser(ctx context.Context, appID, userID string, f Frame) (int, error)
+	// TerminateUser disconnects every connection signed in as userID (4009).
+	TerminateUser(ctx context.Context, appID, userID string) error
+
+	SocketCount(ctx context.Context, appID string) (int, error)
+	Channels(ctx context.Context, appID string) (map[string]ChannelInfo, error)
+	Channel(ctx context.Context, appID, channel string) (ChannelInfo, error)
+	Members(ctx context.Context, appID, channel string) ([]Member, error)
+}
+
+// ErrQuotaExceeded is returned by AddSocket when an app is at its connection quota.
+var ErrQuotaExceeded = errors.New("pusher: connection quota reached")
+
+// ErrMemberLimit is returned by Subscribe when a presence channel is full.
+var ErrMemberLimit = errors.New("pusher: presence channel member limit reached")
+
+// ChannelInfo is what the HTTP API reports about a channel.
+type ChannelInfo struct {
+	SubscriptionCount int
+	UserCount         int
+}
+
+// JoinResult tells the handler which transitions a subscription caused.
+type JoinResult struct {
+	Occupied    bool     // the channel went from no subscriber to one
+	MemberAdded bool     // first connection of this user in the presence channel
+	Members     []Member // presence members after the join, the joiner included
+}
+
+// LeaveResult tells the handler which transitions an unsubscription caused.
+type LeaveResult struct {
+	WasSubscribed bool
+	Vacated       bool    // the channel has no subscriber left
+	RemovedMember *Member // the user's last connection left the presence channel
+}
+
+// Member is one user of a presence channel. UserID keeps its JSON type: 1 and "1" differ.
+type Member struct {
+	UserID   json.RawMessage `json:"user_id"`
+	UserInfo json.RawMessage `json:"user_info,omitempty"`
+}
+
+// Key identifies the member within its channel.
+func (m *Member) Key() string { return string(m.UserID) }
+
+// compactJSON normalises a raw JSON value so equal values get equal keys.
+func compactJSON(raw json.RawMessage) json.RawMessage {
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,360 @@
+package pusher
+
+import (
+	"context"
+	"sort"
+	"sync"
+)
+
+// LocalAdapter keeps the state of this process only. A cluster adapter uses
+// it for delivery to the connections of its own node.
+type LocalAdapter struct {
+	mu  sync.RWMutex
+	nss map[string]*namespace
+}
+
+// NewLocalAdapter returns an empty local adapter.
+func NewLocalAdapter() *LocalAdapter { return &LocalAdapter{nss: map[string]*namespace{}} }
+
+// namespace is one app's connections, channels and users.
+type namespace struct {
+	mu       sync.RWMutex
+	sockets  map[string]*Conn
+	channels map[string]*channelState
+	users    map[string]map[*Conn]struct{}
+}
+
+type channelState struct {
+	subs    []*Conn       // dense, for a fast fan-out loop
+	index   map[*Conn]int // position in subs, for O(1) removal
+	members map[string]*memberState
+}
+
+type memberState struct {
+	Member
+	conns int
+}
+
+func (a *LocalAdapter) ns(appID string, create bool) *namespace {
+	a.mu.RLock()
+	n := a.nss[appID]
+	a.mu.RUnlock()
+	if n != nil || !create {
+		return n
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n = a.nss[appID]; n == nil {
+		n = &namespace{sockets: map[string]*Conn{}, channels: map[string]*channelState{}, users: map[string]map[*Conn]struct{}{}}
+		a.nss[appID] = n
+	}
+	return n
+}
+
+// AddSocket registers c, refusing it when the app is at its quota.
+func (a *LocalAdapter) AddSocket(_ context.Context, c *Conn) error {
+	n := a.ns(c.App.ID, true)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if limit := c.App.ConnectionLimit(); limit >= 0 && len(n.sockets)+1 > limit {
+		return ErrQuotaExceeded
+	}
+	n.sockets[c.ID] = c
+	return nil
+}
+
+// RemoveSocket forgets c and its user record.
+func (a *LocalAdapter) RemoveSocket(c *Conn) {
+	n := a.ns(c.App.ID, false)
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.sockets, c.ID)
+	if uid := c.UserID(); uid != "" {
+		if set := n.users[uid]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(n.users, uid)
+			}
+		}
+	}
+}
+
+// Subscribe adds c to channel; presence members are counted per connection.
+func (a *LocalAdapter) Subscribe(_ context.Context, c *Conn, channel string, m *Member) (JoinResult, error) {
+	n := a.ns(c.App.ID, true)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		ch = &channelState{index: map[*Conn]int{}}
+		n.channels[channel] = ch
+	}
+	var res JoinResult
+	_, already := ch.index[c]
+	if m != nil {
+		if ch.members == nil {
+			ch.members = map[string]*memberState{}
+		}
+		key := m.Key()
+		ms := ch.members[key]
+		switch {
+		case ms == nil:
+			if limit := c.App.MaxPresenceMembersPerChannel; limit >= 0 && len(ch.members)+1 > limit {
+				if len(ch.subs) == 0 {
+					delete(n.channels, channel)
+				}
+				return JoinResult{}, ErrMemberLimit
+			}
+			ch.members[key] = &memberState{Member: *m, conns: 1}
+			res.MemberAdded = true
+		case !already:
+			ms.conns++
+			ms.UserInfo = m.UserInfo
+		}
+		res.Members = ch.memberList()
+	}
+	if !already {
+		ch.index[c] = len(ch.subs)
+		ch.subs = append(ch.subs, c)
+		res.Occupied = len(ch.subs) == 1
+	}
+	return res, nil
+}
+
+// Unsubscribe removes c from channel and reports the transitions.
+func (a *LocalAdapter) Unsubscribe(_ context.Context, c *Conn, channel string) (LeaveResult, error) {
+	n := a.ns(c.App.ID, false)
+	if n == nil {
+		return LeaveResult{}, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		return LeaveResult{}, nil
+	}
+	i, ok := ch.index[c]
+	if !ok {
+		return LeaveResult{}, nil
+	}
+	last := len(ch.subs) - 1
+	ch.subs[i] = ch.subs[last]
+	ch.index[ch.subs[i]] = i
+	ch.subs[last] = nil
+	ch.subs = ch.subs[:last]
+	delete(ch.index, c)
+
+	res := LeaveResult{WasSubscribed: true}
+	if m := c.memberOf(channel); m != nil && ch.members != nil {
+		if ms := ch.members[m.Key()]; ms != nil {
+			ms.conns--
+			if ms.conns <= 0 {
+				delete(ch.members, m.Key())
+				removed := ms.Member
+				res.RemovedMember = &removed
+			}
+		}
+	}
+	if len(ch.subs) == 0 {
+		delete(n.channels, channel)
+		res.Vacated = true
+	}
+	return res, nil
+}
+
+// SignIn indexes c under userID for server-to-user messages and termination.
+func (a *LocalAdapter) SignIn(c *Conn, userID string) {
+	n := a.ns(c.App.ID, true)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev := c.swapUserID(userID); prev != "" && prev != userID {
+		if set := n.users[prev]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(n.users, prev)
+			}
+		}
+	}
+	set := n.users[userID]
+	if set == nil {
+		set = map[*Conn]struct{}{}
+		n.users[userID] = set
+	}
+	set[c] = struct{}{}
+}
+
+// Publish delivers f to the local subscribers of channel.
+func (a *LocalAdapter) Publish(_ context.Context, appID, channel string, f Frame, except string) (int, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return 0, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		return 0, nil
+	}
+	sent := 0
+	for _, c := range ch.subs {
+		if except != "" && c.ID == except {
+			continue
+		}
+		c.Send(f)
+		sent++
+	}
+	return sent, nil
+}
+
+// SendToUser delivers f to the local connections of userID.
+func (a *LocalAdapter) SendToUser(_ context.Context, appID, userID string, f Frame) (int, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return 0, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for c := range n.users[userID] {
+		c.Send(f)
+	}
+	return len(n.users[userID]), nil
+}
+
+// TerminateUser closes the local connections of userID with 4009.
+func (a *LocalAdapter) TerminateUser(_ context.Context, appID, userID string) error {
+	n := a.ns(appID, false)
+	if n == nil {
+		return nil
+	}
+	n.mu.RLock()
+	conns := make([]*Conn, 0, len(n.users[userID]))
+	for c := range n.users[userID] {
+		conns = append(conns, c)
+	}
+	n.mu.RUnlock()
+	for _, c := range conns {
+		c.CloseWith(ErrTerminated)
+	}
+	return nil
+}
+
+// SocketCount returns the number of local connections of the app.
+func (a *LocalAdapter) SocketCount(_ context.Context, appID string) (int, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return 0, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.sockets), nil
+}
+
+// Channels lists the occupied channels with their counts.
+func (a *LocalAdapter) Channels(_ context.Context, appID string) (map[string]ChannelInfo, error) {
+	out := map[string]ChannelInfo{}
+	n := a.ns(appID, false)
+	if n == nil {
+		return out, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for name, ch := range n.channels {
+		out[name] = ChannelInfo{SubscriptionCount: len(ch.subs), UserCount: len(ch.members)}
+	}
+	return out, nil
+}
+
+// Channel returns one channel's counts (zero when unoccupied).
+func (a *LocalAdapter) Channel(_ context.Context, appID, channel string) (ChannelInfo, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return ChannelInfo{}, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		return ChannelInfo{}, nil
+	}
+	return ChannelInfo{SubscriptionCount: len(ch.subs), UserCount: len(ch.members)}, nil
+}
+
+// Members lists a presence channel's distinct users.
+func (a *LocalAdapter) Members(_ context.Context, appID, channel string) ([]Member, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return nil, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		return nil, nil
+	}
+	return ch.memberList(), nil
+}
+
+// LocalSockets returns this node's connections of an app (for shutdown and tests).
+func (a *LocalAdapter) LocalSockets(appID string) []*Conn {
+	n := a.ns(appID, false)
+	if n == nil {
+		return nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*Conn, 0, len(n.sockets))
+	for _, c := range n.sockets {
+		out = append(out, c)
+	}
+	return out
+}
+
+// AllSockets returns every local connection of every app.
+func (a *LocalAdapter) AllSockets() []*Conn {
+	a.mu.RLock()
+	ids := make([]string, 0, len(a.nss))
+	for id := range a.nss {
+		ids = append(ids, id)
+	}
+	a.mu.RUnlock()
+	var out []*Conn
+	for _, id := range ids {
+		out = append(out, a.LocalSockets(id)...)
+	}
+	return out
+}
+
+// Stats counts what the adapter holds, to prove that nothing leaks.
+type Stats struct {
+	Sockets, Channels, Users, Members int
+}
+
+// Stats sums the state of every app.
+func (a *LocalAdapter) Stats() Stats {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var s Stats
+	for _, n := range a.nss {
+		n.mu.RLock()
+		s.Sockets += len(n.sockets)
+		s.Channels += len(n.channels)
+		s.Users += len(n.users)
+		for _, ch := range n.channels {
+			s.Members += len(ch.members)
+		}
+		n.mu.RUnlock()
+	}
+	return s
+}
+
+func (ch *channelState) memberList() []Member {
+	out := make([]Member, 0, len(ch.members))
+	for _, m := range ch.members {
+		out = append(out, m.Member)
+	}
+	sort.Slice(out, func(i, j int) bool { return string(out[i].UserID) < string(out[j].UserID) })
+	return out
+}

@@ -1,0 +1,560 @@
+package pusher
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// authTimestampWindow is how far a signed request's auth_timestamp may be
+// from the server clock, as in Pusher's HTTP API.
+const authTimestampWindow = 600 * time.Second
+
+// Router returns the HTTP handler for the WebSocket endpoint and the HTTP API,
+// mounted under the configured path prefix.
+func (s *Server) Router() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.cors)
+	r.NotFound(notFound)
+	r.MethodNotAllowed(notFound)
+	r.Route(s.opts.PathPrefix+"/", func(r chi.Router) {
+		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK")) })
+		r.Get("/ready", s.ready)
+		r.Get("/accept-traffic", s.acceptTraffic)
+		r.Get("/usage", s.usage)
+		r.Get("/app/{key}", func(w http.ResponseWriter, r *http.Request) { s.ServeWS(w, r, chi.URLParam(r, "key")) })
+		r.Route("/apps/{appId}", func(r chi.Router) {
+			r.Use(s.appAuth)
+			r.With(s.rateLimit(LimitReadRequests, readPoints)).Get("/channels", s.getChannels)
+			r.With(s.rateLimit(LimitReadRequests, readPoints)).Get("/channels/{channel}", s.getChannel)
+			r.With(s.rateLimit(LimitReadRequests, readPoints)).Get("/channels/{channel}/users", s.getUsers)
+			r.Post("/events", s.postEvents)
+			r.Post("/batch_events", s.postBatchEvents)
+			r.Post("/users/{userId}/terminate_connections", s.terminate)
+		})
+	})
+	return r
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) }
+
+func (s *Server) cors(next http.Handler) http.Handler {
+	origin := strings.Join(s.opts.CORSOrigin, ", ")
+	methods := strings.Join(s.opts.CORSMethods, ", ")
+	headers := strings.Join(s.opts.CORSHeaders, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Methods", methods)
+		h.Set("Access-Control-Allow-Headers", headers)
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// apiError writes soketi's error shape {"error":..., "code":...}.
+func apiError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"error": msg, "code": status})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if s.closing.Load() {
+		apiError(w, http.StatusInternalServerError, "The server is closing. Choose another server. :)")
+		return
+	}
+	_, _ = w.Write([]byte("OK"))
+}
+
+func (s *Server) acceptTraffic(w http.ResponseWriter, _ *http.Request) {
+	if s.closing.Load() {
+		apiError(w, http.StatusInternalServerError, "The server is closing. Choose another server. :)")
+		return
+	}
+	m := ReadMemory()
+	if m.Percent > s.opts.MemoryThresholdPct {
+		apiError(w, http.StatusInternalServerError, "Low on memory here. Choose another server. :)")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"memory": map[string]any{
+		"usedSize": m.Used, "totalSize": m.Total, "percentUsage": m.Percent}})
+}
+
+func (s *Server) usage(w http.ResponseWriter, _ *http.Request) {
+	m := ReadMemory()
+	writeJSON(w, http.StatusOK, map[string]any{"memory": map[string]any{
+		"free": m.Total - m.Used, "used": m.Used, "total": m.Total, "percent": m.Percent}})
+}
+
+type ctxKey int
+
+const (
+	ctxApp ctxKey = iota
+	ctxBody
+)
+
+func appFrom(r *http.Request) *App       { return r.Context().Value(ctxApp).(*App) }
+func bodyFrom(r *http.Request) []byte    { b, _ := r.Context().Value(ctxBody).([]byte); return b }
+func readPoints(*http.Request) int       { return 1 }
+func (s *Server) now() time.Time         { return time.Now() }
+func (s *Server) limitBody() int64       { return s.opts.RequestLimitBytes }
+func (s *Server) countHTTP(app *App, in, out int) { s.opts.Metrics.HTTPCall(app.ID, in, out) }
+
+// appAuth finds the app, reads the body within the size limit and checks the
+// request signature.
+func (s *Server) appAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := chi.URLParam(r, "appId")
+		app, err := s.opts.Apps.FindByID(r.Context(), id)
+		if err != nil {
+			apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+			return
+		}
+		if app == nil {
+			s.opts.Metrics.Rejected("unknown_app")
+			apiError(w, http.StatusNotFound, fmt.Sprintf("The app %s could not be found.", id))
+			return
+		}
+		var body []byte
+		if r.Body != nil {
+			limit := s.limitBody()
+			body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+			if err != nil {
+				s.opts.Metrics.Rejected("bad_body")
+				apiError(w, http.StatusBadRequest, "The received data is incorrect.")
+				return
+			}
+			if int64(len(body)) > limit {
+				s.opts.Metrics.Rejected("body_too_large")
+				apiError(w, http.StatusRequestEntityTooLarge, "The payload size is too big.")
+				return
+			}
+		}
+		if err := s.checkSignature(r, app, body); err != nil {
+			s.opts.Metrics.Rejected("api_auth")
+			s.log.Debug("api signature rejected", "app_id", app.ID, "reason", err.Error())
+			apiError(w, http.StatusUnauthorized, "The secret authentication failed")
+			return
+		}
+		cw := &countingWriter{ResponseWriter: w}
+		ctx := context.WithValue(context.WithValue(r.Context(), ctxApp, app), ctxBody, body)
+		next.ServeHTTP(cw, r.WithContext(ctx))
+		s.countHTTP(app, len(body), cw.n)
+	})
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += n
+	return n, err
+}
+
+// checkSignature verifies a Pusher HTTP API signature: auth_key, auth_version,
+// a fresh auth_timestamp, body_md5, and the HMAC, compared in constant time.
+func (s *Server) checkSignature(r *http.Request, app *App, body []byte) error {
+	q := r.URL.Query()
+	if q.Get("auth_key") != app.Key {
+		return errors.New("auth_key does not match the app")
+	}
+	if v := q.Get("auth_version"); v != "1.0" {
+		return errors.New("auth_version must be 1.0")
+	}
+	ts, err := strconv.ParseInt(q.Get("auth_timestamp"), 10, 64)
+	if err != nil {
+		return errors.New("auth_timestamp missing")
+	}
+	if d := s.now().Sub(time.Unix(ts, 0)); math.Abs(float64(d)) > float64(authTimestampWindow) {
+		return errors.New("auth_timestamp outside the 600 s window")
+	}
+	params := map[string]string{}
+	for k, v := range q {
+		if k == "auth_signature" || k == "body_md5" || len(v) == 0 {
+			continue
+		}
+		params[k] = v[0]
+	}
+	if len(body) > 0 || q.Has("body_md5") {
+		sum := md5.Sum(body)
+		params["body_md5"] = hex.EncodeToString(sum[:])
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var qs strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			qs.WriteByte('&')
+		}
+		qs.WriteString(k)
+		qs.WriteByte('=')
+		qs.WriteString(params[k])
+	}
+	got := []byte(q.Get("auth_signature"))
+	for _, path := range candidatePaths(r) {
+		want := Sign(app.Secret, r.Method+"\n"+path+"\n"+qs.String())
+		if hmac.Equal(got, []byte(want)) {
+			return nil
+		}
+	}
+	return errors.New("signature mismatch")
+}
+
+// candidatePaths are the spellings of the path a client may have signed.
+func candidatePaths(r *http.Request) []string {
+	p := r.URL.Path
+	if ep := r.URL.EscapedPath(); ep != p {
+		return []string{p, ep}
+	}
+	return []string{p}
+}
+
+// rateLimit charges points to the app's limiter for key; over the limit the
+// request gets 429 with soketi's body.
+func (s *Server) rateLimit(key string, points func(*http.Request) int) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			app := appFrom(r)
+			if !s.consume(w, app, key, points(r)) {
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// consume charges the limiter and writes the rate-limit headers or a 429.
+func (s *Server) consume(w http.ResponseWriter, app *App, key string, points int) bool {
+	limit := app.MaxReadRequestsPerSecond
+	if key == LimitBackendEvents {
+		limit = app.MaxBackendEventsPerSecond
+	}
+	if limit < 0 {
+		return true
+	}
+	res := s.opts.Limiter.Consume(app.ID, key, points, limit)
+	if !res.Allowed {
+		s.opts.Metrics.Rejected("rate_limited")
+		apiError(w, http.StatusTooManyRequests, "Too many requests.")
+		return false
+	}
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(max(res.Remaining, 0)))
+	h.Set("Retry-After", strconv.FormatFloat(res.ResetIn.Seconds(), 'f', -1, 64))
+	return true
+}
+
+func parseInfo(r *http.Request) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range strings.Split(r.URL.Query().Get("info"), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out[f] = true
+		}
+	}
+	return out
+}
+
+func (s *Server) getChannels(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	prefix := r.URL.Query().Get("filter_by_prefix")
+	info := parseInfo(r)
+	if info["user_count"] && !strings.HasPrefix(prefix, PrefixPresence) {
+		apiError(w, http.StatusBadRequest, "user_count may only be requested with filter_by_prefix=presence-")
+		return
+	}
+	chans, err := s.opts.Adapter.Channels(r.Context(), app.ID)
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+		return
+	}
+	out := make(map[string]map[string]any, len(chans))
+	for name, ci := range chans {
+		if !strings.HasPrefix(name, prefix) || ci.SubscriptionCount == 0 {
+			continue
+		}
+		entry := map[string]any{"subscription_count": ci.SubscriptionCount, "occupied": true}
+		if info["user_count"] {
+			entry["user_count"] = ci.UserCount
+		}
+		out[name] = entry
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
+}
+
+func (s *Server) getChannel(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	channel := chi.URLParam(r, "channel")
+	info := parseInfo(r)
+	presence := strings.HasPrefix(channel, PrefixPresence)
+	if info["user_count"] && !presence {
+		apiError(w, http.StatusBadRequest, "user_count may only be requested for presence channels")
+		return
+	}
+	ci, err := s.opts.Adapter.Channel(r.Context(), app.ID, channel)
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+		return
+	}
+	out := map[string]any{"subscription_count": ci.SubscriptionCount, "occupied": ci.SubscriptionCount > 0}
+	if presence {
+		out["user_count"] = ci.UserCount
+	}
+	if info["cache"] && IsCacheChannel(channel) {
+		if f := s.cache.get(app.ID, channel); f != nil {
+			out["cache"] = json.RawMessage(framePayload(f))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getUsers(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	channel := chi.URLParam(r, "channel")
+	if !strings.HasPrefix(channel, PrefixPresence) {
+		apiError(w, http.StatusBadRequest, "The channel must be a presence channel.")
+		return
+	}
+	members, err := s.opts.Adapter.Members(r.Context(), app.ID, channel)
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+		return
+	}
+	withInfo := r.URL.Query().Get("with_user_info") != ""
+	users := make([]map[string]json.RawMessage, 0, len(members))
+	for _, m := range members {
+		u := map[string]json.RawMessage{"id": m.UserID}
+		if withInfo && m.UserInfo != nil {
+			u["user_info"] = m.UserInfo
+		}
+		users = append(users, u)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": users})
+}
+
+// eventRequest is one event of /events or /batch_events.
+type eventRequest struct {
+	Name     *string         `json:"name"`
+	Data     json.RawMessage `json:"data"`
+	Channel  *string         `json:"channel"`
+	Channels []string        `json:"channels"`
+	SocketID *string         `json:"socket_id"`
+	Info     string          `json:"info"`
+}
+
+var socketIDPattern = regexp.MustCompile(`^\d+\.\d+$`)
+
+type apiFailure struct {
+	status int
+	msg    string
+}
+
+// validate applies soketi's checks, plus Pusher's channel-name and socket-id rules.
+func (e *eventRequest) validate(app *App) ([]string, *apiFailure) {
+	channels := e.Channels
+	if channels == nil && e.Channel != nil {
+		channels = []string{*e.Channel}
+	}
+	if len(channels) == 0 || e.Name == nil || *e.Name == "" || len(e.Data) == 0 || string(e.Data) == "null" {
+		return nil, &apiFailure{400, "The received data is incorrect"}
+	}
+	if len(channels) > app.MaxEventChannelsAtOnce {
+		return nil, &apiFailure{400, fmt.Sprintf("Cannot broadcast to more than %d channels at once", app.MaxEventChannelsAtOnce)}
+	}
+	if utf16Len(*e.Name) > app.MaxEventNameLength {
+		return nil, &apiFailure{400, fmt.Sprintf("Event name is too long. Maximum allowed size is %d.", app.MaxEventNameLength)}
+	}
+	for _, ch := range channels {
+		name := strings.TrimPrefix(ch, PrefixServerToUser)
+		if name == "" || !ValidChannelName(name) || utf16Len(ch) > app.MaxChannelNameLength {
+			return nil, &apiFailure{400, fmt.Sprintf("Invalid channel name %q", truncate(ch, 64))}
+		}
+	}
+	if e.SocketID != nil && *e.SocketID != "" && !socketIDPattern.MatchString(*e.SocketID) {
+		return nil, &apiFailure{400, "Invalid socket_id"}
+	}
+	if payloadKB(e.Data) > app.MaxEventPayloadInKB {
+		return nil, &apiFailure{413, fmt.Sprintf("The event data should be less than %s KB.", formatNumber(app.MaxEventPayloadInKB))}
+	}
+	return channels, nil
+}
+
+func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	var e eventRequest
+	if json.Unmarshal(bodyFrom(r), &e) != nil {
+		s.opts.Metrics.Rejected("bad_event")
+		apiError(w, http.StatusBadRequest, "The received data is incorrect")
+		return
+	}
+	channels, fail := e.validate(app)
+	if fail != nil {
+		s.opts.Metrics.Rejected("bad_event")
+		apiError(w, fail.status, fail.msg)
+		return
+	}
+	if !s.consume(w, app, LimitBackendEvents, len(channels)) {
+		return
+	}
+	s.publishEvent(r.Context(), app, &e, channels)
+	info := strings.TrimSpace(e.Info)
+	if info == "" {
+		info = r.URL.Query().Get("info")
+	}
+	if info == "" {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "channels": s.channelsInfo(r.Context(), app, channels, info)})
+}
+
+func (s *Server) postBatchEvents(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	var body struct {
+		Batch []eventRequest `json:"batch"`
+	}
+	if json.Unmarshal(bodyFrom(r), &body) != nil || body.Batch == nil {
+		s.opts.Metrics.Rejected("bad_event")
+		apiError(w, http.StatusBadRequest, "The received data is incorrect")
+		return
+	}
+	if len(body.Batch) > app.MaxEventBatchSize {
+		s.opts.Metrics.Rejected("batch_too_large")
+		apiError(w, http.StatusBadRequest, fmt.Sprintf("Cannot batch-send more than %d messages at once", app.MaxEventBatchSize))
+		return
+	}
+	all := make([][]string, len(body.Batch))
+	points := 0
+	for i := range body.Batch {
+		channels, fail := body.Batch[i].validate(app)
+		if fail != nil {
+			s.opts.Metrics.Rejected("bad_event")
+			apiError(w, fail.status, fail.msg)
+			return
+		}
+		all[i] = channels
+		points += len(channels)
+	}
+	if !s.consume(w, app, LimitBackendEvents, max(points, 1)) {
+		return
+	}
+	wantInfo := false
+	for i := range body.Batch {
+		s.publishEvent(r.Context(), app, &body.Batch[i], all[i])
+		wantInfo = wantInfo || body.Batch[i].Info != ""
+	}
+	if !wantInfo {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+		return
+	}
+	batch := make([]map[string]any, len(body.Batch))
+	for i, e := range body.Batch {
+		batch[i] = map[string]any{}
+		if e.Info != "" {
+			for _, v := range s.channelsInfo(r.Context(), app, all[i], e.Info) {
+				batch[i] = v
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "batch": batch})
+}
+
+// channelsInfo answers the info= attributes of an event request, per channel.
+func (s *Server) channelsInfo(ctx context.Context, app *App, channels []string, info string) map[string]map[string]any {
+	want := map[string]bool{}
+	for _, f := range strings.Split(info, ",") {
+		want[strings.TrimSpace(f)] = true
+	}
+	out := make(map[string]map[string]any, len(channels))
+	for _, ch := range channels {
+		ci, err := s.opts.Adapter.Channel(ctx, app.ID, ch)
+		if err != nil {
+			continue
+		}
+		entry := map[string]any{}
+		if want["subscription_count"] {
+			entry["subscription_count"] = ci.SubscriptionCount
+		}
+		if want["user_count"] && strings.HasPrefix(ch, PrefixPresence) {
+			entry["user_count"] = ci.UserCount
+		}
+		out[ch] = entry
+	}
+	return out
+}
+
+// publishEvent frames the event once per channel and delivers it.
+func (s *Server) publishEvent(ctx context.Context, app *App, e *eventRequest, channels []string) {
+	except := ""
+	if e.SocketID != nil {
+		except = *e.SocketID
+	}
+	for _, ch := range channels {
+		payload := EventJSON(*e.Name, ch, e.Data, nil)
+		if strings.HasPrefix(ch, PrefixServerToUser) {
+			f := TextFrame(payload)
+			n, err := s.opts.Adapter.SendToUser(ctx, app.ID, strings.TrimPrefix(ch, PrefixServerToUser), f)
+			if err != nil {
+				s.log.Warn("send to user failed", "app_id", app.ID, "err", err)
+			}
+			if n > 0 {
+				s.opts.Metrics.FramesSent(app.ID, n, len(f))
+			}
+			continue
+		}
+		if IsCacheChannel(ch) {
+			s.cache.put(app.ID, ch, TextFrame(payload), s.opts.ChannelCacheTTL)
+		}
+		s.broadcast(ctx, app, ch, payload, except)
+	}
+}
+
+func (s *Server) terminate(w http.ResponseWriter, r *http.Request) {
+	app := appFrom(r)
+	if err := s.opts.Adapter.TerminateUser(r.Context(), app.ID, chi.URLParam(r, "userId")); err != nil {
+		apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// framePayload strips the WebSocket header from a server frame.
+func framePayload(f Frame) []byte {
+	switch n := f[1] & 0x7F; {
+	case n < 126:
+		return f[2:]
+	case n == 126:
+		return f[4:]
+	default:
+		return f[10:]
+	}
+}

@@ -1,0 +1,287 @@
+package pusher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+func newBuffers(b [][]byte) *net.Buffers {
+	nb := net.Buffers(b)
+	return &nb
+}
+
+const errIllegalChannel = "The channel name is not allowed. Read channel conventions: " +
+	"https://pusher.com/docs/channels/using_channels/channels/#channel-naming-conventions"
+
+// presenceServerError keeps soketi's (misspelt) text, which clients may match on.
+const presenceServerError = "A server error has occured."
+
+func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
+	if s.closing.Load() {
+		c.CloseWith(ErrServerClosed)
+		return
+	}
+	var d subscribeData
+	if m.object(&d) != nil {
+		s.opts.Metrics.Rejected("bad_subscribe")
+		c.sendJSON(subscriptionErrorJSON("", "", errIllegalChannel, 4009))
+		return
+	}
+	channel, _ := d.Channel.(string)
+	app := c.App
+	if utf16Len(channel) > app.MaxChannelNameLength {
+		s.opts.Metrics.Rejected("channel_name_length")
+		c.sendJSON(subscriptionErrorJSON(channel, "LimitReached",
+			fmt.Sprintf("The channel name is longer than the allowed %d characters.", app.MaxChannelNameLength), 4009))
+		return
+	}
+	if !ValidChannelName(channel) {
+		s.opts.Metrics.Rejected("channel_name")
+		c.sendJSON(subscriptionErrorJSON(channel, "", errIllegalChannel, 4009))
+		return
+	}
+
+	kind := KindOf(channel)
+	var member *Member
+	if kind != KindPublic {
+		channelData, isString := d.ChannelData.(string)
+		toSign := c.ID + ":" + channel
+		if kind == KindPresence {
+			toSign += ":" + channelData
+		}
+		if (kind == KindPresence && !isString) || !validToken(app, d.Auth, toSign) {
+			s.opts.Metrics.Rejected("channel_auth")
+			c.sendJSON(subscriptionErrorJSON(channel, "AuthError", "The connection is unauthorized.", 401))
+			return
+		}
+		if kind == KindPresence {
+			var err *subscriptionFailure
+			member, err = parseChannelData(app, channelData)
+			if err != nil {
+				s.opts.Metrics.Rejected("presence_member")
+				c.sendJSON(subscriptionErrorJSON(channel, err.typ, err.msg, err.status))
+				return
+			}
+		}
+	}
+
+	res, err := s.opts.Adapter.Subscribe(ctx, c, channel, member)
+	if err != nil {
+		if errors.Is(err, ErrMemberLimit) {
+			s.opts.Metrics.Rejected("presence_member_limit")
+			c.sendJSON(subscriptionErrorJSON(channel, "LimitReached",
+				"The maximum members per presence channel limit was reached", 4100))
+			return
+		}
+		s.log.Warn("subscribe failed", "app_id", app.ID, "channel", channel, "err", err)
+		c.sendJSON(subscriptionErrorJSON(channel, "ServerError", presenceServerError, 4302))
+		return
+	}
+	c.mu.Lock()
+	c.channels[channel] = member
+	c.mu.Unlock()
+	if kind != KindPublic {
+		c.stopAuthTimer()
+	}
+	if res.Occupied {
+		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: channel})
+	}
+
+	if kind == KindPresence {
+		if res.MemberAdded {
+			s.broadcast(ctx, app, channel, EventJSON("pusher_internal:member_added", channel,
+				stringData(member), nil), c.ID)
+			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID})
+		}
+		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(res.Members), nil))
+	} else {
+		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
+	}
+
+	if IsCacheChannel(channel) {
+		if cached := s.cache.get(app.ID, channel); cached != nil {
+			c.Send(cached)
+			s.opts.Metrics.FramesSent(app.ID, 1, len(cached))
+		} else {
+			c.sendJSON(EventJSON("pusher:cache_miss", channel, nil, nil))
+			s.webhook(app, WebhookEvent{Name: WebhookCacheMiss, Channel: channel})
+		}
+	}
+}
+
+type subscriptionFailure struct {
+	typ    string
+	msg    string
+	status int
+}
+
+func parseChannelData(app *App, raw string) (*Member, *subscriptionFailure) {
+	var cd struct {
+		UserID   json.RawMessage `json:"user_id"`
+		UserInfo json.RawMessage `json:"user_info"`
+	}
+	if json.Unmarshal([]byte(raw), &cd) != nil || len(cd.UserID) == 0 || string(cd.UserID) == "null" {
+		return nil, &subscriptionFailure{"ServerError", presenceServerError, 4302}
+	}
+	if payloadKB(cd.UserInfo) > app.MaxPresenceMemberSizeInKB {
+		return nil, &subscriptionFailure{"LimitReached",
+			fmt.Sprintf("The maximum size for a channel member is %s KB.", formatNumber(app.MaxPresenceMemberSizeInKB)), 4301}
+	}
+	m := &Member{UserID: compactJSON(cd.UserID)}
+	if len(cd.UserInfo) > 0 && string(cd.UserInfo) != "null" {
+		m.UserInfo = compactJSON(cd.UserInfo)
+	}
+	return m, nil
+}
+
+func formatNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// presenceData renders the subscription_succeeded payload: a JSON string of
+// {"presence":{"ids":[...],"hash":{...},"count":n}}.
+func presenceData(members []Member) json.RawMessage {
+	ids := make([]json.RawMessage, 0, len(members))
+	hash := make(map[string]json.RawMessage, len(members))
+	for _, m := range members {
+		ids = append(ids, m.UserID)
+		info := m.UserInfo
+		if info == nil {
+			info = json.RawMessage("null")
+		}
+		hash[hashKey(m.UserID)] = info
+	}
+	return stringData(map[string]any{"presence": map[string]any{"ids": ids, "hash": hash, "count": len(members)}})
+}
+
+// hashKey turns a user id into an object key: strings as they are, numbers as their text.
+func hashKey(id json.RawMessage) string {
+	var s string
+	if json.Unmarshal(id, &s) == nil {
+		return s
+	}
+	return string(id)
+}
+
+// leave unsubscribes c from channel and announces what changed.
+func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
+	res, err := s.opts.Adapter.Unsubscribe(ctx, c, channel)
+	c.mu.Lock()
+	delete(c.channels, channel)
+	c.mu.Unlock()
+	if err != nil {
+		s.log.Warn("unsubscribe failed", "app_id", c.App.ID, "channel", channel, "err", err)
+		return
+	}
+	app := c.App
+	if res.RemovedMember != nil {
+		s.broadcast(ctx, app, channel, EventJSON("pusher_internal:member_removed", channel,
+			stringData(map[string]json.RawMessage{"user_id": res.RemovedMember.UserID}), nil), "")
+		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: channel, UserID: res.RemovedMember.UserID})
+	}
+	if res.Vacated {
+		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: channel})
+	}
+}
+
+func (s *Server) clientEvent(ctx context.Context, c *Conn, m *inbound) {
+	app := c.App
+	fail := func(reason, msg string) {
+		s.opts.Metrics.Rejected(reason)
+		c.sendJSON(errorJSON(&Error{4301, msg}, m.Channel))
+	}
+	if !app.EnableClientMessages {
+		fail("client_events_disabled", "The app does not have client messaging enabled.")
+		return
+	}
+	kind := KindOf(m.Channel)
+	if kind != KindPrivate && kind != KindPresence {
+		fail("client_event_channel", "Client events are only supported on private and presence channels.")
+		return
+	}
+	if utf16Len(m.Event) > app.MaxEventNameLength {
+		fail("event_name_length", fmt.Sprintf("Event name is too long. Maximum allowed size is %d.", app.MaxEventNameLength))
+		return
+	}
+	if payloadKB(m.Data) > app.MaxEventPayloadInKB {
+		fail("payload_size", fmt.Sprintf("The event data should be less than %s KB.", formatNumber(app.MaxEventPayloadInKB)))
+		return
+	}
+	subscribed, member := c.isSubscribed(m.Channel)
+	if !subscribed {
+		s.opts.Metrics.Rejected("client_event_not_subscribed")
+		return
+	}
+	c.mu.Lock()
+	allowed := c.clientWin.take(time.Now(), app.MaxClientEventsPerSecond)
+	c.mu.Unlock()
+	if !allowed {
+		fail("client_event_rate", "The rate limit for sending client events exceeded the quota.")
+		return
+	}
+	var userID json.RawMessage
+	if member != nil {
+		userID = member.UserID
+	}
+	s.broadcast(ctx, app, m.Channel, EventJSON(m.Event, m.Channel, m.Data, userID), c.ID)
+	if app.HasWebhook(WebhookClientEvent) {
+		s.webhook(app, WebhookEvent{Name: WebhookClientEvent, Channel: m.Channel, Event: m.Event,
+			Data: m.Data, SocketID: c.ID, UserID: userID})
+	}
+}
+
+func (s *Server) signin(_ context.Context, c *Conn, m *inbound) {
+	var d signinData
+	if m.object(&d) != nil {
+		s.opts.Metrics.Rejected("signin")
+		c.CloseWith(ErrSigninInvalid)
+		return
+	}
+	userData, ok := d.UserData.(string)
+	if !ok || !validToken(c.App, d.Auth, c.ID+"::user::"+userData) {
+		s.opts.Metrics.Rejected("signin")
+		c.CloseWith(ErrSigninInvalid)
+		return
+	}
+	var u struct {
+		ID any `json:"id"`
+	}
+	_ = json.Unmarshal([]byte(userData), &u)
+	var id string
+	switch v := u.ID.(type) {
+	case string:
+		id = v
+	case float64:
+		id = strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	if id == "" {
+		s.opts.Metrics.Rejected("signin")
+		c.CloseWith(ErrSigninNoID)
+		return
+	}
+	s.opts.Adapter.SignIn(c, id)
+	c.stopAuthTimer()
+	data, _ := json.Marshal(map[string]string{"user_data": userData, "auth": d.Auth})
+	c.sendJSON(EventJSON("pusher:signin_success", "", data, nil))
+}
+
+// broadcast frames payload once and hands it to the adapter for every node.
+func (s *Server) broadcast(ctx context.Context, app *App, channel string, payload []byte, except string) {
+	f := TextFrame(payload)
+	n, err := s.opts.Adapter.Publish(ctx, app.ID, channel, f, except)
+	if err != nil {
+		s.log.Warn("publish failed", "app_id", app.ID, "channel", channel, "err", err)
+	}
+	if n > 0 {
+		s.opts.Metrics.FramesSent(app.ID, n, len(f))
+	}
+}
+
+func (s *Server) webhook(app *App, ev WebhookEvent) {
+	if app.HasWebhook(ev.Name) {
+		s.opts.Webhooks.Send(app, ev)
+	}
+}

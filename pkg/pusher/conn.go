@@ -1,0 +1,130 @@
+package pusher
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is one client connection speaking the Pusher protocol.
+type Conn struct {
+	ID  string
+	App *App
+
+	srv       *Server
+	transport Transport
+	out       outbox
+
+	lastSeen atomic.Int64 // unix nanos of the last client frame
+	pinged   atomic.Bool  // a server ping is outstanding
+
+	mu        sync.Mutex
+	channels  map[string]*Member // subscribed channels; presence ones carry the member
+	userID    string
+	authTimer *time.Timer
+	closed    bool
+	clientWin window
+}
+
+// NewSocketID returns an id in Pusher's "digits.digits" form.
+func NewSocketID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	a := binary.LittleEndian.Uint64(b[:8]) % 10_000_000_000
+	c := binary.LittleEndian.Uint64(b[8:]) % 10_000_000_000
+	return strconv.FormatUint(a, 10) + "." + strconv.FormatUint(c, 10)
+}
+
+func newConn(srv *Server, app *App, t Transport) *Conn {
+	c := &Conn{ID: NewSocketID(), App: app, srv: srv, transport: t, channels: map[string]*Member{}}
+	c.out = outbox{
+		maxBytes: srv.opts.MaxQueuedBytes, maxFrames: DefaultMaxQueuedFrames,
+		transport: t,
+		onError:   func(error) { _ = t.Close() },
+	}
+	c.touch()
+	return c
+}
+
+// Send queues a frame; a connection too far behind is closed with 4100.
+func (c *Conn) Send(f Frame) {
+	if !c.out.push(f) {
+		c.srv.opts.Metrics.Rejected("slow_consumer")
+		c.srv.log.Debug("closing slow connection", "app_id", c.App.ID, "socket_id", c.ID)
+		c.out.pushClose(TextFrame(errorJSON(ErrOverCapacity, "")), CloseFrame(ErrOverCapacity.Code, ErrOverCapacity.Message), true)
+	}
+}
+
+// sendJSON frames and sends a message meant for this connection alone.
+func (c *Conn) sendJSON(payload []byte) {
+	f := TextFrame(payload)
+	c.Send(f)
+	c.srv.opts.Metrics.FramesSent(c.App.ID, 1, len(f))
+}
+
+// CloseWith sends pusher:error with e, then closes the connection with e.Code.
+// Frames queued before it are still delivered.
+func (c *Conn) CloseWith(e *Error) {
+	c.out.pushClose(TextFrame(errorJSON(e, "")), CloseFrame(e.Code, e.Message), false)
+}
+
+// closeSilently closes with a code but no pusher:error frame first.
+func (c *Conn) closeSilently(e *Error) {
+	c.out.pushClose(nil, CloseFrame(e.Code, e.Message), false)
+}
+
+func (c *Conn) touch() {
+	c.lastSeen.Store(time.Now().UnixNano())
+	c.pinged.Store(false)
+}
+
+// UserID returns the signed-in user, or "".
+func (c *Conn) UserID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.userID
+}
+
+func (c *Conn) swapUserID(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.userID
+	c.userID = id
+	return prev
+}
+
+// Channels returns the names of the channels c is subscribed to.
+func (c *Conn) Channels() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.channels))
+	for name := range c.channels {
+		out = append(out, name)
+	}
+	return out
+}
+
+func (c *Conn) memberOf(channel string) *Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.channels[channel]
+}
+
+func (c *Conn) isSubscribed(channel string) (bool, *Member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.channels[channel]
+	return ok, m
+}
+
+func (c *Conn) stopAuthTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+		c.authTimer = nil
+	}
+}

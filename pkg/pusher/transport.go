@@ -1,0 +1,147 @@
+package pusher
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// Transport is the byte pipe under a connection. The protocol code hands it
+// complete frames and never sees the WebSocket library, so an event-loop
+// transport can replace the gorilla one without touching the protocol.
+type Transport interface {
+	// WriteBuffers writes the frames in order, in as few system calls as the
+	// transport allows. It is called by one goroutine at a time.
+	WriteBuffers(bufs *net.Buffers) error
+	// CloseAfterFlush is called once the close frame has been written: the
+	// transport waits briefly for the peer's close reply, then closes.
+	CloseAfterFlush()
+	// Close drops the connection at once.
+	Close() error
+	RemoteAddr() string
+}
+
+// Outbox bounds: a client that falls further behind is disconnected (4100).
+const (
+	DefaultMaxQueuedBytes  = 1 << 20 // soketi's uWS backpressure limit
+	DefaultMaxQueuedFrames = 4096
+)
+
+// outbox queues frames for one connection and writes them from a short-lived
+// goroutine, started only when there is something to write: an idle
+// connection holds no writer goroutine, and a burst leaves in one writev.
+type outbox struct {
+	mu        sync.Mutex
+	queue     [][]byte
+	spare     [][]byte
+	bytes     int
+	flushing  bool
+	closing   bool // a close frame is queued; later frames are dropped
+	maxBytes  int
+	maxFrames int
+	transport Transport
+	onError   func(error)
+}
+
+// push queues f. It returns false when the bound is hit; the caller must then
+// disconnect the client. Frames after a close frame are dropped silently.
+func (o *outbox) push(f []byte) bool {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return true
+	}
+	if o.bytes+len(f) > o.maxBytes || len(o.queue) >= o.maxFrames {
+		o.mu.Unlock()
+		return false
+	}
+	o.queue = append(o.queue, f)
+	o.bytes += len(f)
+	start := !o.flushing
+	o.flushing = true
+	o.mu.Unlock()
+	if start {
+		go o.flush(false)
+	}
+	return true
+}
+
+// pushClose queues the final frames: f (may be nil) and a close frame. The
+// bound is waived so that the client always learns why it was closed.
+func (o *outbox) pushClose(f []byte, closeFrame []byte, dropQueued bool) {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return
+	}
+	o.closing = true
+	if dropQueued {
+		clear(o.queue)
+		o.queue = o.queue[:0]
+		o.bytes = 0
+	}
+	if f != nil {
+		o.queue = append(o.queue, f)
+	}
+	o.queue = append(o.queue, closeFrame)
+	start := !o.flushing
+	o.flushing = true
+	o.mu.Unlock()
+	if start {
+		go o.flush(true)
+	}
+}
+
+func (o *outbox) flush(_ bool) {
+	for {
+		o.mu.Lock()
+		if len(o.queue) == 0 {
+			o.flushing = false
+			closing := o.closing
+			o.mu.Unlock()
+			if closing {
+				o.transport.CloseAfterFlush()
+			}
+			return
+		}
+		batch := o.queue
+		o.queue = o.spare[:0]
+		o.bytes = 0
+		o.mu.Unlock()
+
+		bufs := net.Buffers(batch)
+		err := o.transport.WriteBuffers(&bufs)
+		clear(batch)
+
+		o.mu.Lock()
+		o.spare = batch[:0]
+		if err != nil {
+			clear(o.queue)
+			o.queue = o.queue[:0]
+			o.closing = true
+			o.flushing = false
+			o.mu.Unlock()
+			o.onError(err)
+			return
+		}
+		o.mu.Unlock()
+	}
+}
+
+// writeTimeout bounds one write to a client; a client that cannot take its
+// frames within it is disconnected rather than allowed to hold memory.
+const writeTimeout = 10 * time.Second
+
+// waitFlushed waits up to d for queued frames (such as a close reply) to leave.
+func (o *outbox) waitFlushed(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		o.mu.Lock()
+		busy := o.flushing
+		o.mu.Unlock()
+		if !busy {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
