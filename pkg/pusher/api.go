@@ -116,11 +116,11 @@ const (
 	ctxBody
 )
 
-func appFrom(r *http.Request) *App       { return r.Context().Value(ctxApp).(*App) }
-func bodyFrom(r *http.Request) []byte    { b, _ := r.Context().Value(ctxBody).([]byte); return b }
-func readPoints(*http.Request) int       { return 1 }
-func (s *Server) now() time.Time         { return time.Now() }
-func (s *Server) limitBody() int64       { return s.opts.RequestLimitBytes }
+func appFrom(r *http.Request) *App                { return r.Context().Value(ctxApp).(*App) }
+func bodyFrom(r *http.Request) []byte             { b, _ := r.Context().Value(ctxBody).([]byte); return b }
+func readPoints(*http.Request) int                { return 1 }
+func (s *Server) now() time.Time                  { return time.Now() }
+func (s *Server) limitBody() int64                { return s.opts.RequestLimitBytes }
 func (s *Server) countHTTP(app *App, in, out int) { s.opts.Metrics.HTTPCall(app.ID, in, out) }
 
 // appAuth finds the app, reads the body within the size limit and checks the

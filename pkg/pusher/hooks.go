@@ -68,12 +68,12 @@ func (nopWebhooks) Send(*App, WebhookEvent) {}
 
 type nopMetrics struct{}
 
-func (nopMetrics) ConnectionOpened(string)       {}
-func (nopMetrics) ConnectionClosed(string)       {}
-func (nopMetrics) FrameReceived(string, int)     {}
-func (nopMetrics) FramesSent(string, int, int)   {}
-func (nopMetrics) HTTPCall(string, int, int)     {}
-func (nopMetrics) Rejected(string)               {}
+func (nopMetrics) ConnectionOpened(string)     {}
+func (nopMetrics) ConnectionClosed(string)     {}
+func (nopMetrics) FrameReceived(string, int)   {}
+func (nopMetrics) FramesSent(string, int, int) {}
+func (nopMetrics) HTTPCall(string, int, int)   {}
+func (nopMetrics) Rejected(string)             {}
 
 type unlimited struct{}
 
