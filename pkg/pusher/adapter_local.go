@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // LocalAdapter keeps the state of this process only. A cluster adapter uses
@@ -11,6 +12,9 @@ import (
 type LocalAdapter struct {
 	mu  sync.RWMutex
 	nss map[string]*namespace
+	// fanouts counts publishes in progress. With more than one, the server
+	// is busy and frames are queued to coalesce rather than written at once.
+	fanouts atomic.Int32
 }
 
 // NewLocalAdapter returns an empty local adapter.
@@ -198,12 +202,14 @@ func (a *LocalAdapter) Publish(_ context.Context, appID, channel string, f Frame
 	if ch == nil {
 		return 0, nil
 	}
+	direct := a.fanouts.Add(1) == 1
+	defer a.fanouts.Add(-1)
 	sent := 0
 	for _, c := range ch.subs {
 		if except != "" && c.ID == except {
 			continue
 		}
-		c.Send(f)
+		c.send(f, direct)
 		sent++
 	}
 	return sent, nil

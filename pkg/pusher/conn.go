@@ -50,8 +50,10 @@ func newConn(srv *Server, app *App, t Transport) *Conn {
 }
 
 // Send queues a frame; a connection too far behind is closed with 4100.
-func (c *Conn) Send(f Frame) {
-	if !c.out.push(f) {
+func (c *Conn) Send(f Frame) { c.send(f, true) }
+
+func (c *Conn) send(f Frame, direct bool) {
+	if !c.out.push(f, direct) {
 		c.srv.opts.Metrics.Rejected("slow_consumer")
 		c.srv.log.Debug("closing slow connection", "app_id", c.App.ID, "socket_id", c.ID)
 		c.out.pushClose(TextFrame(errorJSON(ErrOverCapacity, "")), CloseFrame(ErrOverCapacity.Code, ErrOverCapacity.Message), true)

@@ -24,9 +24,10 @@ func (d *discardTransport) WriteBuffers(b *net.Buffers) error {
 	*b = nil
 	return nil
 }
-func (d *discardTransport) CloseAfterFlush()   { _ = d.Close() }
-func (d *discardTransport) Close() error       { d.mu.Lock(); d.closed = true; d.mu.Unlock(); return nil }
-func (d *discardTransport) RemoteAddr() string { return "fuzz" }
+func (d *discardTransport) TryWrite(b []byte) (int, error) { return len(b), nil }
+func (d *discardTransport) CloseAfterFlush()               { _ = d.Close() }
+func (d *discardTransport) Close() error                   { d.mu.Lock(); d.closed = true; d.mu.Unlock(); return nil }
+func (d *discardTransport) RemoteAddr() string             { return "fuzz" }
 
 func FuzzHandleFrame(f *testing.F) {
 	for _, seed := range []string{

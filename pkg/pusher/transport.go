@@ -16,6 +16,9 @@ type Transport interface {
 	// CloseAfterFlush is called once the close frame has been written: the
 	// transport waits briefly for the peer's close reply, then closes.
 	CloseAfterFlush()
+	// TryWrite writes b without blocking and returns how much was written;
+	// a transport that cannot write without blocking returns 0, nil.
+	TryWrite(b []byte) (int, error)
 	// Close drops the connection at once.
 	Close() error
 	RemoteAddr() string
@@ -27,9 +30,10 @@ const (
 	DefaultMaxQueuedFrames = 4096
 )
 
-// outbox queues frames for one connection and writes them from a short-lived
-// goroutine, started only when there is something to write: an idle
-// connection holds no writer goroutine, and a burst leaves in one writev.
+// outbox queues frames for one connection. A frame for an idle connection is
+// written at once without blocking, which is the common case; what the kernel
+// does not take is queued and written by a short-lived goroutine, so an idle
+// connection holds no writer goroutine and a burst leaves in one writev.
 type outbox struct {
 	mu        sync.Mutex
 	queue     [][]byte
@@ -45,7 +49,9 @@ type outbox struct {
 
 // push queues f. It returns false when the bound is hit; the caller must then
 // disconnect the client. Frames after a close frame are dropped silently.
-func (o *outbox) push(f []byte) bool {
+// direct allows writing f at once when nothing is in flight; senders under
+// load pass false so that frames coalesce into one writev per connection.
+func (o *outbox) push(f []byte, direct bool) bool {
 	o.mu.Lock()
 	if o.closing {
 		o.mu.Unlock()
@@ -55,13 +61,45 @@ func (o *outbox) push(f []byte) bool {
 		o.mu.Unlock()
 		return false
 	}
+	if direct && !o.flushing && len(o.queue) == 0 {
+		// Nothing in flight: try the socket directly. flushing keeps other
+		// senders queueing behind this frame meanwhile.
+		o.flushing = true
+		o.mu.Unlock()
+		n, err := o.transport.TryWrite(f)
+		o.mu.Lock()
+		if err == nil && n == len(f) && len(o.queue) == 0 {
+			o.flushing = false
+			o.mu.Unlock()
+			return true
+		}
+		if err != nil {
+			clear(o.queue)
+			o.queue = o.queue[:0]
+			o.closing = true
+			o.flushing = false
+			o.mu.Unlock()
+			o.onError(err)
+			return true
+		}
+		if n < len(f) {
+			// The unwritten tail goes ahead of anything queued meanwhile.
+			o.queue = append(o.queue, nil)
+			copy(o.queue[1:], o.queue)
+			o.queue[0] = f[n:]
+			o.bytes += len(f) - n
+		}
+		o.mu.Unlock()
+		go o.flush()
+		return true
+	}
 	o.queue = append(o.queue, f)
 	o.bytes += len(f)
 	start := !o.flushing
 	o.flushing = true
 	o.mu.Unlock()
 	if start {
-		go o.flush(false)
+		go o.flush()
 	}
 	return true
 }
@@ -88,11 +126,11 @@ func (o *outbox) pushClose(f []byte, closeFrame []byte, dropQueued bool) {
 	o.flushing = true
 	o.mu.Unlock()
 	if start {
-		go o.flush(true)
+		go o.flush()
 	}
 }
 
-func (o *outbox) flush(_ bool) {
+func (o *outbox) flush() {
 	for {
 		o.mu.Lock()
 		if len(o.queue) == 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,7 +25,40 @@ var upgrader = websocket.Upgrader{
 type wsTransport struct {
 	ws        *websocket.Conn
 	nc        net.Conn
+	raw       syscall.RawConn // nil for TLS: such writes always go through the flusher
 	closeOnce sync.Once
+}
+
+func newWSTransport(ws *websocket.Conn) *wsTransport {
+	t := &wsTransport{ws: ws, nc: ws.NetConn()}
+	if sc, ok := t.nc.(syscall.Conn); ok {
+		t.raw, _ = sc.SyscallConn()
+	}
+	return t
+}
+
+// TryWrite makes one non-blocking write(2): the callback reports done even
+// when the socket is full, so the runtime never parks this goroutine.
+func (t *wsTransport) TryWrite(b []byte) (int, error) {
+	if t.raw == nil {
+		return 0, nil
+	}
+	var n int
+	var werr error
+	err := t.raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if werr == syscall.EAGAIN || werr == syscall.EINTR {
+		return 0, nil
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, werr
 }
 
 func (t *wsTransport) WriteBuffers(b *net.Buffers) error {
@@ -57,7 +91,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request, appKey string) 
 		s.opts.Metrics.Rejected("bad_upgrade")
 		return
 	}
-	t := &wsTransport{ws: ws, nc: ws.NetConn()}
+	t := newWSTransport(ws)
 	defer t.Close()
 
 	c := s.Open(r.Context(), appKey, t)
