@@ -12,27 +12,31 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The gorilla transport: gorilla upgrades and reads; writes bypass its writer
-// and go straight to the socket as pre-built frames, so a message is framed
-// once per publish and a connection's queued frames leave in one writev.
+// The WebSocket transport: gorilla performs the upgrade handshake; then
+// frameReader reads client frames and the outbox writes pre-built frames
+// straight to the socket, so a message is framed once per publish and a
+// connection's queued frames leave in one writev.
 
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1024,
+	ReadBufferSize:  256, // only used by the handshake and refusals
 	WriteBufferPool: &sync.Pool{}, // gorilla's own writer is never used; hold no buffer
 	CheckOrigin:     func(*http.Request) bool { return true },
 }
 
 type wsTransport struct {
-	ws        *websocket.Conn
 	nc        net.Conn
-	raw       syscall.RawConn // nil for TLS: such writes always go through the flusher
+	raw       syscall.RawConn // nil for TLS: writes go through the flusher
+	rawRead   syscall.RawConn // nil for TLS: reads block holding a buffer
 	closeOnce sync.Once
 }
 
+// newWSTransport takes over the socket of an upgraded connection. gorilla's
+// Conn is dropped: it did the handshake, frameReader and the outbox do the rest.
 func newWSTransport(ws *websocket.Conn) *wsTransport {
-	t := &wsTransport{ws: ws, nc: ws.NetConn()}
+	t := &wsTransport{nc: ws.NetConn()}
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		t.raw, _ = sc.SyscallConn()
+		t.rawRead = t.raw
 	}
 	return t
 }
@@ -84,7 +88,9 @@ func (t *wsTransport) Close() error {
 
 func (t *wsTransport) RemoteAddr() string { return t.nc.RemoteAddr().String() }
 
-// ServeWS upgrades r to a WebSocket and runs the connection until it ends.
+// ServeWS upgrades r to a WebSocket and hands it to its own read loop. The
+// handler returns at once so that net/http releases the request and its
+// buffers, which would otherwise be held for the life of the connection.
 func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request, appKey string) {
 	ws, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -92,40 +98,55 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request, appKey string) 
 		return
 	}
 	t := newWSTransport(ws)
-	defer t.Close()
-
 	c := s.Open(r.Context(), appKey, t)
 	if c == nil {
-		drain(ws)
+		go func() {
+			drain(ws)
+			_ = t.Close()
+		}()
 		return
 	}
+	go s.readLoop(c, t)
+}
+
+func (s *Server) readLoop(c *Conn, t *wsTransport) {
 	defer func() {
 		s.Closed(c)
 		c.out.waitFlushed(time.Second)
+		_ = t.Close()
 	}()
-
-	ws.SetReadLimit(readLimit(c.App))
-	ws.SetPingHandler(func(data string) error {
+	fr := &frameReader{nc: t.nc, raw: t.rawRead, limit: int(readLimit(c.App))}
+	defer fr.release()
+	control := func(op byte, payload []byte) {
 		c.touch()
-		c.Send(buildFrame(opPong, []byte(data)))
-		return nil
-	})
-	ws.SetPongHandler(func(string) error { c.touch(); return nil })
-	ws.SetCloseHandler(func(code int, _ string) error {
-		if code == websocket.CloseNoStatusReceived {
-			code = websocket.CloseNormalClosure
+		if op == opPing {
+			c.Send(buildFrame(opPong, append([]byte(nil), payload...)))
 		}
-		c.out.pushClose(nil, CloseFrame(code, ""), false)
-		return nil
-	})
+	}
 	for {
-		_, msg, err := ws.ReadMessage()
+		msg, err := fr.next(control)
 		if err != nil {
-			if !isExpectedClose(err) {
-				s.log.Debug("connection read ended", "app_id", c.App.ID, "socket_id", c.ID, "err", err)
-			}
-			if errors.Is(err, websocket.ErrReadLimit) {
-				s.opts.Metrics.Rejected("frame_too_large")
+			var cc *clientClose
+			var ce *closeError
+			switch {
+			case errors.As(err, &cc):
+				code := cc.code
+				if code == 1005 {
+					code = 1000
+				}
+				c.out.pushClose(nil, CloseFrame(code, ""), false)
+			case errors.As(err, &ce):
+				if ce == errFrameTooLarge {
+					s.opts.Metrics.Rejected("frame_too_large")
+				} else {
+					s.opts.Metrics.Rejected("bad_frame")
+				}
+				c.out.pushClose(nil, CloseFrame(ce.code, ce.text), true)
+				c.out.waitFlushed(time.Second)
+			default:
+				if !isExpectedClose(err) {
+					s.log.Debug("connection read ended", "app_id", c.App.ID, "socket_id", c.ID, "err", err)
+				}
 			}
 			return
 		}
