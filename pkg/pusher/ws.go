@@ -18,7 +18,7 @@ import (
 // connection's queued frames leave in one writev.
 
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  256, // only used by the handshake and refusals
+	ReadBufferSize:  256,          // only used by the handshake and refusals
 	WriteBufferPool: &sync.Pool{}, // gorilla's own writer is never used; hold no buffer
 	CheckOrigin:     func(*http.Request) bool { return true },
 }
