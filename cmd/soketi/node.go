@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -10,7 +11,10 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/soketi-go/soketi/internal/config"
+	"github.com/soketi-go/soketi/pkg/limiter"
+	"github.com/soketi-go/soketi/pkg/metrics"
 	"github.com/soketi-go/soketi/pkg/pusher"
+	"github.com/soketi-go/soketi/pkg/webhook"
 )
 
 // node is one running server: the protocol engine, its HTTP handlers and,
@@ -20,11 +24,20 @@ type node struct {
 	handler        http.Handler
 	metricsHandler http.Handler
 	cluster        *clusterNode
+	webhooks       *webhook.Sender
+	metrics        *metrics.Metrics // nil when metrics are disabled
 	logger         *slog.Logger
 }
 
 func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, logger *slog.Logger) (*node, error) {
 	n := &node{logger: logger}
+	if cfg.Metrics.Enabled {
+		m, err := metrics.New(metrics.Config{Prefix: cfg.Metrics.Prefix, Port: cfg.Port})
+		if err != nil {
+			return nil, fmt.Errorf("invalid SOKETI_METRICS_PREFIX: %w", err)
+		}
+		n.metrics = m
+	}
 	var adapter pusher.Adapter = pusher.NewLocalAdapter()
 	if cfg.AdapterDriver == "cluster" {
 		cl, err := startCluster(ctx, cfg, logger)
@@ -33,9 +46,24 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		}
 		n.cluster = cl
 	}
+	n.webhooks = webhook.New(webhook.Config{
+		Batching:    cfg.WebhooksBatching,
+		BatchWindow: cfg.WebhooksBatchingDuration,
+		Logger:      logger,
+	})
+	lim := newLimiter(cfg, logger)
+	var m pusher.Metrics // a nil *metrics.Metrics must not become a non-nil interface
+	if n.metrics != nil {
+		m = n.metrics
+		n.metrics.ObserveWebhooks(func() metrics.WebhookStats { return metrics.WebhookStats(n.webhooks.Stats()) })
+		n.metrics.ObserveLimiter(func() metrics.LimiterStats { return metrics.LimiterStats(lim.Stats()) })
+	}
 	n.server = pusher.New(pusher.Options{
 		Apps:                      apps,
 		Adapter:                   adapter,
+		Webhooks:                  n.webhooks,
+		Metrics:                   m,
+		Limiter:                   lim,
 		Logger:                    logger,
 		UserAuthenticationTimeout: cfg.UserAuthenticationTimeout,
 		ChannelCacheTTL:           cfg.ChannelCacheTTL,
@@ -64,17 +92,37 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		r.Mount("/", api)
 	}
 	n.handler = r
-	n.metricsHandler = metricsRouter(cfg, n.server)
+	n.metricsHandler = metricsRouter(cfg, n.server, n.metrics)
 	return n, nil
 }
 
+// newLimiter returns the rate limiter for the HTTP API. Only the local
+// driver exists so far; RATE_LIMITER_DRIVER=cluster falls back to it.
+func newLimiter(cfg *config.Config, logger *slog.Logger) *limiter.Local {
+	if cfg.RateLimiterDriver == "cluster" {
+		if cfg.AdapterDriver != "cluster" {
+			logger.Warn("RATE_LIMITER_DRIVER=cluster needs ADAPTER_DRIVER=cluster; limiting on this node only")
+		} else {
+			logger.Warn("the cluster rate limiter is not available yet; each node limits on its own")
+		}
+	}
+	return limiter.NewLocal(limiter.Options{})
+}
+
 // shutdown tells every client to reconnect elsewhere (4200) and waits for them
-// to go, at most the grace period; then it leaves the cluster.
+// to go, at most the grace period; then it delivers the pending webhooks,
+// including the channel_vacated and member_removed fired by those departures,
+// for at most another grace period; then it leaves the cluster.
 func (n *node) shutdown(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := n.server.Shutdown(ctx); err != nil {
 		n.logger.Warn("connections still open after the grace period", "open", n.server.ConnectionCount())
+	}
+	hookCtx, hookCancel := context.WithTimeout(context.Background(), grace)
+	defer hookCancel()
+	if err := n.webhooks.Close(hookCtx); err != nil {
+		n.logger.Warn("webhooks still pending after the grace period", "dropped_total", n.webhooks.Stats().Dropped)
 	}
 	if n.cluster != nil {
 		n.cluster.Leave()
@@ -83,18 +131,25 @@ func (n *node) shutdown(grace time.Duration) {
 
 func (n *node) close() {
 	n.server.Close()
+	// A no-op after shutdown; otherwise pending webhooks are abandoned at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = n.webhooks.Close(ctx)
 	if n.cluster != nil {
 		n.cluster.Close()
 	}
 }
 
 // metricsRouter serves the metrics port: health, usage and, when enabled, /metrics.
-func metricsRouter(cfg *config.Config, srv *pusher.Server) http.Handler {
+func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics) http.Handler {
 	r := chi.NewRouter()
 	p := cfg.PathPrefix
 	r.Get(p+"/", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK")) })
 	api := srv.Router()
 	r.Get(p+"/ready", api.ServeHTTP)
 	r.Get(p+"/usage", api.ServeHTTP)
+	if m != nil {
+		r.Get(p+"/metrics", m.Handler().ServeHTTP)
+	}
 	return r
 }
