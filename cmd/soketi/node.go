@@ -109,24 +109,34 @@ func newLimiter(cfg *config.Config, logger *slog.Logger) *limiter.Local {
 	return limiter.NewLocal(limiter.Options{})
 }
 
-// shutdown tells every client to reconnect elsewhere (4200) and waits for them
-// to go, at most the grace period; then it delivers the pending webhooks,
-// including the channel_vacated and member_removed fired by those departures,
-// for at most another grace period; then it leaves the cluster.
+// shutdown tells every client to reconnect elsewhere (4200) and keeps the
+// node up, failing /ready and /accept-traffic, for the whole grace period so
+// load balancers see it go; meanwhile the departures' webhooks are delivered.
+// Then the node leaves the cluster.
 func (n *node) shutdown(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	deadline := time.Now().Add(grace)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := n.server.Shutdown(ctx); err != nil {
 		n.logger.Warn("connections still open after the grace period", "open", n.server.ConnectionCount())
 	}
-	hookCtx, hookCancel := context.WithTimeout(context.Background(), grace)
+	// Webhooks get at least a second even when the sockets used the whole period.
+	hookCtx, hookCancel := context.WithDeadline(context.Background(), later(deadline, time.Now().Add(time.Second)))
 	defer hookCancel()
 	if err := n.webhooks.Close(hookCtx); err != nil {
 		n.logger.Warn("webhooks still pending after the grace period", "dropped_total", n.webhooks.Stats().Dropped)
 	}
+	time.Sleep(time.Until(deadline))
 	if n.cluster != nil {
 		n.cluster.Leave()
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (n *node) close() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -40,6 +41,14 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 			fmt.Sprintf("The channel name is longer than the allowed %d characters.", app.MaxChannelNameLength), 4009))
 		return
 	}
+	if strings.HasPrefix(channel, PrefixServerToUser) {
+		// pusher-js subscribes to its own user channel after signing in;
+		// messages reach it through the user index, so only acknowledge.
+		if uid := c.UserID(); uid != "" && channel == PrefixServerToUser+uid {
+			c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
+			return
+		}
+	}
 	if !ValidChannelName(channel) {
 		s.opts.Metrics.Rejected("channel_name")
 		c.sendJSON(subscriptionErrorJSON(channel, "", errIllegalChannel, 4009))
@@ -68,6 +77,22 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 				return
 			}
 		}
+	}
+
+	if already, current := c.isSubscribed(channel); already {
+		// Re-subscribing succeeds again without a second join; the member
+		// stays the one that joined first.
+		if kind == KindPresence {
+			members, err := s.opts.Adapter.Members(ctx, app.ID, channel)
+			if err != nil || current == nil {
+				c.sendJSON(subscriptionErrorJSON(channel, "ServerError", presenceServerError, 4302))
+				return
+			}
+			c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(members), nil))
+		} else {
+			c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
+		}
+		return
 	}
 
 	res, err := s.opts.Adapter.Subscribe(ctx, c, channel, member)

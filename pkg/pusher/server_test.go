@@ -439,3 +439,41 @@ func TestShutdown_Sends4200(t *testing.T) {
 		t.Fatalf("connect while closing: %v", m)
 	}
 }
+
+func TestResubscribeKeepsTheFirstMember(t *testing.T) {
+	app := testApp()
+	ts := newTestServer(t, Options{}, app)
+	a := ts.connect(t, app.Key)
+	presenceJoin(t, ts, app, a, "presence-r", `{"user_id":"1"}`)
+	p := presenceJoin(t, ts, app, a, "presence-r", `{"user_id":"2"}`)
+	if p["count"].(float64) != 1 || p["ids"].([]any)[0] != "1" {
+		t.Fatalf("re-subscribe changed the member: %v", p)
+	}
+	a.subscribe("pub")
+	a.expect("pusher_internal:subscription_succeeded")
+	a.subscribe("pub")
+	a.expect("pusher_internal:subscription_succeeded")
+	a.ws.Close()
+	waitFor(t, 2*time.Second, "state emptied", func() bool { return ts.local().Stats() == Stats{} })
+}
+
+func TestSignin_OwnUserChannelAcknowledged(t *testing.T) {
+	app := testApp()
+	ts := newTestServer(t, Options{}, app)
+	a := ts.connect(t, app.Key)
+	a.subscribe("#server-to-user-3")
+	if m := a.expect("pusher:subscription_error"); subscriptionStatus(m) != 4009 {
+		t.Fatalf("user channel before signin: %v", m)
+	}
+	signin(app, a, `{"id":"3"}`)
+	a.expect("pusher:signin_success")
+	a.subscribe("#server-to-user-3")
+	a.expect("pusher_internal:subscription_succeeded")
+	a.subscribe("#server-to-user-4")
+	if m := a.expect("pusher:subscription_error"); subscriptionStatus(m) != 4009 {
+		t.Fatalf("another user's channel: %v", m)
+	}
+	ts.trigger(t, app, "#server-to-user-3", "hi", "x")
+	a.expect("hi")
+	a.expectNone("hi", 150*time.Millisecond) // delivered once, not also as a channel subscriber
+}
