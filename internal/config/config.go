@@ -32,7 +32,7 @@ type Config struct {
 
 	AppManagerDriver string
 	Apps             []*pusher.App
-	Limits           pusher.AppDefaults
+	Limits           pusher.AppLimits
 
 	AdapterDriver          string // local or cluster
 	ClusterRequestsTimeout time.Duration
@@ -105,7 +105,7 @@ func Default() *Config {
 		UserAuthenticationTimeout:    30 * time.Second,
 		RequestLimitInMB:             100,
 		AppManagerDriver:             "array",
-		Limits:                       pusher.DefaultAppDefaults,
+		Limits:                       pusher.DefaultAppLimits,
 		AdapterDriver:                "local",
 		ClusterRequestsTimeout:       5 * time.Second,
 		RateLimiterDriver:            "local",

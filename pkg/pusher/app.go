@@ -27,13 +27,7 @@ type App struct {
 	MaxClientEventsPerSecond  int
 	MaxReadRequestsPerSecond  int
 
-	MaxPresenceMembersPerChannel int
-	MaxPresenceMemberSizeInKB    float64
-	MaxChannelNameLength         int
-	MaxEventChannelsAtOnce       int
-	MaxEventNameLength           int
-	MaxEventPayloadInKB          float64
-	MaxEventBatchSize            int
+	AppLimits
 
 	Webhooks []Webhook
 }
@@ -80,8 +74,9 @@ func (a *App) ConnectionLimit() int {
 	return a.MaxConnections
 }
 
-// AppDefaults are the server-level limits an app inherits when it sets none.
-type AppDefaults struct {
+// AppLimits are the size and count limits of an app; the server-level values
+// are the defaults of every app that sets none.
+type AppLimits struct {
 	MaxPresenceMembersPerChannel int
 	MaxPresenceMemberSizeInKB    float64
 	MaxChannelNameLength         int
@@ -91,8 +86,8 @@ type AppDefaults struct {
 	MaxEventBatchSize            int
 }
 
-// DefaultAppDefaults are soketi's server-level limits.
-var DefaultAppDefaults = AppDefaults{
+// DefaultAppLimits are soketi's server-level limits.
+var DefaultAppLimits = AppLimits{
 	MaxPresenceMembersPerChannel: 100,
 	MaxPresenceMemberSizeInKB:    2,
 	MaxChannelNameLength:         200,
@@ -133,18 +128,12 @@ var (
 
 // ParseApp builds an App from a decoded JSON object using soketi's field
 // aliases. Empty strings and nulls count as absent.
-func ParseApp(raw map[string]any, d AppDefaults) (*App, error) {
+func ParseApp(raw map[string]any, d AppLimits) (*App, error) {
 	a := &App{
 		ID: "app-id", Key: "app-key", Secret: "app-secret",
 		Enabled: true, MaxConnections: -1,
 		MaxBackendEventsPerSecond: -1, MaxClientEventsPerSecond: -1, MaxReadRequestsPerSecond: -1,
-		MaxPresenceMembersPerChannel: d.MaxPresenceMembersPerChannel,
-		MaxPresenceMemberSizeInKB:    d.MaxPresenceMemberSizeInKB,
-		MaxChannelNameLength:         d.MaxChannelNameLength,
-		MaxEventChannelsAtOnce:       d.MaxEventChannelsAtOnce,
-		MaxEventNameLength:           d.MaxEventNameLength,
-		MaxEventPayloadInKB:          d.MaxEventPayloadInKB,
-		MaxEventBatchSize:            d.MaxEventBatchSize,
+		AppLimits: d,
 	}
 	var err error
 	str := func(f appField, dst *string) {

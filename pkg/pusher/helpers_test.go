@@ -26,7 +26,7 @@ type testServer struct {
 }
 
 func testApp(mut ...func(*App)) *App {
-	a, _ := ParseApp(map[string]any{}, DefaultAppDefaults)
+	a, _ := ParseApp(map[string]any{}, DefaultAppLimits)
 	a.EnableClientMessages = true
 	for _, m := range mut {
 		m(a)

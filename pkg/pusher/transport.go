@@ -74,12 +74,7 @@ func (o *outbox) push(f []byte, direct bool) bool {
 			return true
 		}
 		if err != nil {
-			clear(o.queue)
-			o.queue = o.queue[:0]
-			o.closing = true
-			o.flushing = false
-			o.mu.Unlock()
-			o.onError(err)
+			o.failLocked(err)
 			return true
 		}
 		if n < len(f) {
@@ -154,12 +149,7 @@ func (o *outbox) flush() {
 		o.mu.Lock()
 		o.spare = batch[:0]
 		if err != nil {
-			clear(o.queue)
-			o.queue = o.queue[:0]
-			o.closing = true
-			o.flushing = false
-			o.mu.Unlock()
-			o.onError(err)
+			o.failLocked(err)
 			return
 		}
 		o.mu.Unlock()
@@ -182,4 +172,15 @@ func (o *outbox) waitFlushed(d time.Duration) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// failLocked drops what is queued after a write error and reports it; it is
+// called with o.mu held and releases it.
+func (o *outbox) failLocked(err error) {
+	clear(o.queue)
+	o.queue = o.queue[:0]
+	o.closing = true
+	o.flushing = false
+	o.mu.Unlock()
+	o.onError(err)
 }

@@ -20,7 +20,7 @@ import (
 func TestSender_ThroughPusherServer(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	app, err := pusher.ParseApp(map[string]any{"id": "app-e2e", "key": "app-e2e-key", "secret": "app-e2e-secret"},
-		pusher.DefaultAppDefaults)
+		pusher.DefaultAppLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
