@@ -81,3 +81,25 @@ func compactJSON(raw json.RawMessage) json.RawMessage {
 	}
 	return buf.Bytes()
 }
+
+// Transition is a change of a channel decided away from a local subscribe or
+// unsubscribe, such as the members of a dead node being purged.
+type Transition struct {
+	Channel       string
+	MemberAdded   *Member
+	MemberRemoved *Member
+	Occupied      bool
+	Vacated       bool
+}
+
+// Handler is how an adapter reports transitions back to the server, which
+// then tells the channel's subscribers on every node and sends the webhooks.
+type Handler interface {
+	Announce(ctx context.Context, appID string, t Transition)
+}
+
+// HandlerSetter is implemented by adapters that report transitions; New
+// hands them the server.
+type HandlerSetter interface {
+	SetHandler(h Handler)
+}

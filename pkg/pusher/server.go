@@ -110,8 +110,35 @@ func New(opts Options) *Server {
 		drained:   make(chan struct{}),
 		stopSweep: make(chan struct{}),
 	}
+	if hs, ok := opts.Adapter.(HandlerSetter); ok {
+		hs.SetHandler(s)
+	}
 	go s.sweep()
 	return s
+}
+
+// Announce tells a channel's subscribers on every node about a transition
+// decided elsewhere, and sends its webhooks.
+func (s *Server) Announce(ctx context.Context, appID string, t Transition) {
+	app, err := s.opts.Apps.FindByID(ctx, appID)
+	if err != nil || app == nil {
+		return
+	}
+	if m := t.MemberAdded; m != nil {
+		s.broadcast(ctx, app, t.Channel, EventJSON("pusher_internal:member_added", t.Channel, stringData(m), nil), "")
+		s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: t.Channel, UserID: m.UserID})
+	}
+	if m := t.MemberRemoved; m != nil {
+		s.broadcast(ctx, app, t.Channel, EventJSON("pusher_internal:member_removed", t.Channel,
+			stringData(map[string]json.RawMessage{"user_id": m.UserID}), nil), "")
+		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: t.Channel, UserID: m.UserID})
+	}
+	if t.Occupied {
+		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: t.Channel})
+	}
+	if t.Vacated {
+		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: t.Channel})
+	}
 }
 
 // Adapter returns the adapter the server delivers through.

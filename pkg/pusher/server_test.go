@@ -477,3 +477,15 @@ func TestSignin_OwnUserChannelAcknowledged(t *testing.T) {
 	a.expect("hi")
 	a.expectNone("hi", 150*time.Millisecond) // delivered once, not also as a channel subscriber
 }
+
+func TestAnnounce_MemberRemovedReachesSubscribers(t *testing.T) {
+	app := testApp()
+	ts := newTestServer(t, Options{}, app)
+	a := ts.connect(t, app.Key)
+	presenceJoin(t, ts, app, a, "presence-r", `{"user_id":"1"}`)
+	ts.Announce(t.Context(), app.ID, Transition{Channel: "presence-r", MemberRemoved: &Member{UserID: json.RawMessage(`"9"`)}})
+	m := a.expect("pusher_internal:member_removed")
+	if !strings.Contains(m["data"].(string), `"9"`) {
+		t.Fatalf("member_removed = %v", m)
+	}
+}
