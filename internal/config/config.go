@@ -3,6 +3,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -277,14 +278,29 @@ func short(v any) string {
 // tree is a JSON object addressed by dot paths ("cluster.port", "appManager.array.apps.0.key").
 type tree map[string]any
 
+// parseFile applies the file's keys in the order they are written, as soketi
+// does, so "appManager.array.apps" followed by "appManager.array.apps.0.key"
+// overrides one field of the list it has just set.
 func parseFile(b []byte) (tree, error) {
-	var flat map[string]any
-	if err := json.Unmarshal(b, &flat); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object")
 	}
 	t := tree{}
-	for k, v := range flat {
-		t.set(strings.Split(k, "."), v)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("not a JSON object: %w", err)
+		}
+		key, _ := tok.(string)
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("not a JSON object: %w", err)
+		}
+		t.set(strings.Split(key, "."), v)
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, fmt.Errorf("not a JSON object")
 	}
 	return t, nil
 }

@@ -35,7 +35,7 @@ func TestLoad_Environment(t *testing.T) {
 		"SOKETI_DEFAULT_APP_WEBHOOKS":               `[{"url":"http://127.0.0.1:3001","event_types":["channel_occupied"]}]`,
 		"ADAPTER_DRIVER":                            "cluster",
 		"SOKETI_RATE_LIMITER_DRIVER":                "cluster",
-		"CLUSTER_UNICAST_ADDRESSES":                 `["198.18.0.2","198.18.0.3:11002"]`,
+		"CLUSTER_UNICAST_ADDRESSES":                 `["198.18.0.2","198.18.0.3:11002","soketi-2.soketi"]`,
 		"CLUSTER_NODE_TIMEOUT":                      "3000",
 		"SOKETI_CLUSTER_PORT":                       "12000",
 		"CLUSTER_PORT":                              "13000", // the SOKETI_ name wins
@@ -51,7 +51,7 @@ func TestLoad_Environment(t *testing.T) {
 		t.Fatalf("env not applied: %+v %+v", c, a)
 	}
 	if c.AdapterDriver != "cluster" || c.RateLimiterDriver != "cluster" || c.Cluster.Port != 12000 ||
-		len(c.Cluster.UnicastAddresses) != 2 || c.Cluster.NodeTimeout != 3*time.Second {
+		len(c.Cluster.UnicastAddresses) != 3 || c.Cluster.NodeTimeout != 3*time.Second {
 		t.Fatalf("cluster env not applied: %+v", c.Cluster)
 	}
 	if a.MaxPresenceMembersPerChannel != 7 || a.MaxEventPayloadInKB != 0.5 || c.ShutdownGracePeriod != 100*time.Millisecond {

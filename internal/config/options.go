@@ -1,6 +1,9 @@
 package config
 
 import (
+	"fmt"
+
+	"github.com/soketi-go/soketi/pkg/gossip"
 	"strings"
 	"time"
 )
@@ -163,6 +166,13 @@ var options = []option{
 	}},
 	{"cluster.unicast", "CLUSTER_UNICAST_ADDRESSES", true, func(c *Config, v any) (err error) {
 		c.Cluster.UnicastAddresses, err = toStringList(v)
+		for _, a := range c.Cluster.UnicastAddresses {
+			if err == nil {
+				if verr := gossip.ValidateUnicastAddress(a); verr != nil {
+					err = configError(fmt.Sprintf("entry %q: %v", a, verr))
+				}
+			}
+		}
 		return
 	}},
 	{"cluster.nodeId", "CLUSTER_NODE_ID", true, str(func(c *Config) *string { return &c.Cluster.NodeID })},

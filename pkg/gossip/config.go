@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -164,20 +165,58 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// parseUnicast parses "ip" or "ip:port"; a missing port means defaultPort.
-func parseUnicast(s string, defaultPort int) (netip.AddrPort, error) {
+// unicastTarget is one CLUSTER_UNICAST_ADDRESSES entry: a fixed IPv4
+// address, or a DNS name resolved again and again (Kubernetes pod names).
+type unicastTarget struct {
+	addr netip.AddrPort // set for an IP entry
+	host string         // set for a name entry
+	port uint16
+}
+
+// parseUnicast parses "ip", "ip:port", "name" or "name:port"; a missing port
+// means defaultPort.
+func parseUnicast(s string, defaultPort int) (unicastTarget, error) {
 	s = strings.TrimSpace(s)
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		if !ap.Addr().Is4() || ap.Port() == 0 {
-			return netip.AddrPort{}, errors.New("want an IPv4 address and a non-zero port")
+	host, portText := s, ""
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, portText = h, p
+	}
+	port := defaultPort
+	if portText != "" {
+		n, err := strconv.Atoi(portText)
+		if err != nil || n <= 0 || n > 65535 {
+			return unicastTarget{}, errors.New("want a port 1-65535 after the colon")
 		}
-		return ap, nil
+		port = n
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
-		return netip.AddrPort{}, errors.New("want an IPv4 address, optionally with :port")
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !a.Is4() {
+			return unicastTarget{}, errors.New("want an IPv4 address or a host name, optionally with :port")
+		}
+		return unicastTarget{addr: netip.AddrPortFrom(a, uint16(port)), port: uint16(port)}, nil
 	}
-	return netip.AddrPortFrom(a, uint16(defaultPort)), nil
+	if !validHostName(host) {
+		return unicastTarget{}, errors.New("want an IPv4 address or a host name, optionally with :port")
+	}
+	return unicastTarget{host: host, port: uint16(port)}, nil
+}
+
+// validHostName accepts DNS names of letters, digits, hyphens and dots.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validName(s string, max int) bool {
@@ -284,4 +323,11 @@ func interfaceFor(addr netip.Addr) *net.Interface {
 		}
 	}
 	return nil
+}
+
+// ValidateUnicastAddress checks one CLUSTER_UNICAST_ADDRESSES entry: an IPv4
+// address or a host name, optionally with :port.
+func ValidateUnicastAddress(s string) error {
+	_, err := parseUnicast(s, 1)
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,9 +25,19 @@ const (
 type discovery struct {
 	mode    string
 	port    int
-	targets []netip.AddrPort
+	unicast []unicastTarget                  // the configured unicast list
+	targets atomic.Pointer[[]netip.AddrPort] // where beacons go now
 	recv    *net.UDPConn
 	send    *net.UDPConn
+}
+
+func (d *discovery) setTargets(t []netip.AddrPort) { d.targets.Store(&t) }
+
+func (d *discovery) currentTargets() []netip.AddrPort {
+	if p := d.targets.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // openDiscovery picks the mode (unicast > multicast > broadcast) and binds.
@@ -83,8 +94,9 @@ func listenSender(adv netip.Addr) (*net.UDPConn, error) {
 }
 
 func (d *discovery) targetStrings() []string {
-	out := make([]string, len(d.targets))
-	for i, t := range d.targets {
+	targets := d.currentTargets()
+	out := make([]string, len(targets))
+	for i, t := range targets {
 		out[i] = t.String()
 	}
 	return out
@@ -100,7 +112,7 @@ func (m *Members) sendBeacons(ctx context.Context) {
 	t := time.NewTicker(m.cfg.KeepaliveInterval)
 	defer t.Stop()
 	for {
-		for _, to := range m.disc.targets {
+		for _, to := range m.disc.currentTargets() {
 			if _, err := m.disc.send.WriteToUDPAddrPort(m.beacon, to); err != nil {
 				if ctx.Err() != nil {
 					return

@@ -15,5 +15,7 @@ func openBroadcast(cfg Config, adv netip.Addr) (*discovery, error) {
 		return nil, err
 	}
 	to := netip.AddrPortFrom(netip.MustParseAddr(cfg.BroadcastAddress), uint16(cfg.DiscoveryPort))
-	return &discovery{mode: ModeBroadcast, targets: []netip.AddrPort{to}, recv: recv, send: send}, nil
+	d := &discovery{mode: ModeBroadcast, recv: recv, send: send}
+	d.setTargets([]netip.AddrPort{to})
+	return d, nil
 }

@@ -43,5 +43,7 @@ func openMulticast(cfg Config, adv netip.Addr) (*discovery, error) {
 		return nil, fmt.Errorf("configure multicast sender: %w", err)
 	}
 	to := netip.AddrPortFrom(group, uint16(cfg.DiscoveryPort))
-	return &discovery{mode: ModeMulticast, targets: []netip.AddrPort{to}, recv: recv, send: send}, nil
+	d := &discovery{mode: ModeMulticast, recv: recv, send: send}
+	d.setTargets([]netip.AddrPort{to})
+	return d, nil
 }

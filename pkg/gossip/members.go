@@ -157,7 +157,8 @@ func (m *Members) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	ctx, m.cancel = context.WithCancel(ctx)
-	m.wg.Add(4)
+	m.wg.Add(5)
+	go func() { defer m.wg.Done(); m.resolveNames(ctx) }()
 	go func() { defer m.wg.Done(); m.receiveBeacons() }()
 	go func() { defer m.wg.Done(); m.sendBeacons(ctx) }()
 	go func() { defer m.wg.Done(); m.joinWorker(ctx) }()

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"unicast with and without port", Config{UnicastAddresses: []string{"10.0.0.1", "10.0.0.2:12000"}}, ""},
 		{"hostname bind", Config{BindHost: "localhost"}, "bind host"},
 		{"ipv6 bind", Config{BindHost: "::1"}, "bind host"},
-		{"bad unicast", Config{UnicastAddresses: []string{"soketi.svc"}}, "unicast address"},
+		{"bad unicast", Config{UnicastAddresses: []string{"soketi_svc"}}, "unicast address"},
+		{"ipv6 unicast", Config{UnicastAddresses: []string{"[::1]:11002"}}, "unicast address"},
 		{"unicast port zero", Config{UnicastAddresses: []string{"10.0.0.1:0"}}, "unicast address"},
 		{"not multicast", Config{MulticastAddress: "10.0.0.1"}, "multicast address"},
 		{"bad key", Config{SecretKey: []byte("short")}, "secret key"},
@@ -95,5 +97,30 @@ func TestReap_DropsOldDeadMembers(t *testing.T) {
 	m.reap(time.Now())
 	if stateOf(m, "gone") != "" || stateOf(m, "fresh") != StateDead {
 		t.Fatalf("after reap: %+v", m.View().Members)
+	}
+}
+
+func TestParseUnicast_NamesAndAddresses(t *testing.T) {
+	for in, want := range map[string]unicastTarget{
+		"10.0.0.1":                    {addr: netip.MustParseAddrPort("10.0.0.1:11002"), port: 11002},
+		"10.0.0.1:12000":              {addr: netip.MustParseAddrPort("10.0.0.1:12000"), port: 12000},
+		"soketi-0.soketi.default.svc": {host: "soketi-0.soketi.default.svc", port: 11002},
+		"soketi-1.soketi:11005":       {host: "soketi-1.soketi", port: 11005},
+		" localhost ":                 {host: "localhost", port: 11002},
+	} {
+		got, err := parseUnicast(in, 11002)
+		if err != nil || got != want {
+			t.Errorf("parseUnicast(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+}
+
+// A name in the unicast list is resolved to every address it has.
+func TestUnicastDiscovery_ResolvesNames(t *testing.T) {
+	d := &discovery{unicast: []unicastTarget{{host: "localhost", port: 11002}, {addr: netip.MustParseAddrPort("127.0.0.9:1"), port: 1}}}
+	got := d.resolve(t.Context(), func(h string, err error) { t.Errorf("resolve %s: %v", h, err) })
+	want := map[netip.AddrPort]bool{netip.MustParseAddrPort("127.0.0.1:11002"): true, netip.MustParseAddrPort("127.0.0.9:1"): true}
+	if len(got) != 2 || !want[got[0]] || !want[got[1]] {
+		t.Fatalf("targets = %v", got)
 	}
 }
