@@ -1,0 +1,539 @@
+package stream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	key1 = bytes.Repeat([]byte{1}, 32)
+	key2 = bytes.Repeat([]byte{2}, 32)
+)
+
+// modes runs a test without and with a secret key.
+func modes(t *testing.T, f func(t *testing.T, key []byte)) {
+	t.Run("plain", func(t *testing.T) { f(t, nil) })
+	t.Run("sealed", func(t *testing.T) { f(t, key1) })
+}
+
+func withKey(key []byte) func(*Config) { return func(c *Config) { c.SecretKey = key } }
+
+func TestStreams_OrderedDelivery(t *testing.T) {
+	modes(t, func(t *testing.T, key []byte) {
+		a, b := newNode(t, "a", withKey(key)), newNode(t, "b", withKey(key))
+		mesh(a, b)
+		const n = 10_000
+		sendAll(t, a.Streams, "b", 1, n, 200)
+		waitFor(t, 20*time.Second, "b to receive everything", func() bool { return b.rec.count("a") >= n })
+		checkRange(t, b.rec.seqs("a"), 1, n)
+		waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+
+		as, bs := a.Stats(), b.Stats()
+		if as.Sent != n || as.Enqueued != n || as.Dropped != 0 {
+			t.Errorf("sender stats %+v", as.Counters)
+		}
+		if bs.Delivered != n || bs.Duplicates != 0 || bs.Lost != 0 {
+			t.Errorf("receiver stats delivered=%d duplicates=%d lost=%d", bs.Delivered, bs.Duplicates, bs.Lost)
+		}
+	})
+}
+
+func TestStreams_MessageFieldsSurvive(t *testing.T) {
+	var mu sync.Mutex
+	var got []Message
+	b, err := New(Config{NodeID: "b", BindAddr: "127.0.0.1:0", Logger: testLogger(t)}, func(from string, m Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a := newNode(t, "a", nil)
+	a.SetPeers(map[string]string{"b": b.Addr()})
+	want := []Message{
+		{Kind: KindPublish, App: "app", Channel: "private-c", Except: "1.2", Payload: []byte("frame")},
+		{Kind: KindToUser, App: "app", Channel: "user-7", Payload: []byte("hi")},
+		{Kind: KindTerminateUser, App: "app", Channel: "user-7"},
+		{Kind: KindControl, Channel: "socket_counts", Payload: []byte(`{"app":3}`)},
+		{Kind: 200, Payload: []byte{0}},
+	}
+	for _, m := range want {
+		if err := a.Send(context.Background(), "b", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "all kinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range want {
+		if !messagesEqual(got[i], want[i]) {
+			t.Errorf("message %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestStreams_AllToAll(t *testing.T) {
+	nodes := []*node{newNode(t, "n1", nil), newNode(t, "n2", nil), newNode(t, "n3", nil)}
+	mesh(nodes...)
+	const n = 3000
+	var wg sync.WaitGroup
+	for _, src := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := uint64(1); i <= n; i++ {
+				for {
+					err := src.Broadcast(context.Background(), numbered(i, 200), nil)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, ErrBackpressure) {
+						t.Errorf("Broadcast: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, dst := range nodes {
+		for _, src := range nodes {
+			if src == dst {
+				continue
+			}
+			waitFor(t, 20*time.Second, dst.id+" to receive from "+src.id, func() bool { return dst.rec.count(src.id) >= n })
+			checkRange(t, dst.rec.seqs(src.id), 1, n)
+		}
+	}
+}
+
+func TestStreams_BroadcastRetriesOnBackpressure(t *testing.T) {
+	// A Broadcast that failed for one peer because of back-pressure must
+	// not have been queued for it: retrying then keeps that peer's order.
+	a, b := newNode(t, "a", nil), newNode(t, "b", nil)
+	mesh(a, b)
+	if err := a.Broadcast(context.Background(), numbered(1, 8), []string{"b", "a", "nobody"}); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("Broadcast to an unknown peer: %v", err)
+	}
+	waitFor(t, 5*time.Second, "delivery to the known peer", func() bool { return b.rec.count("a") == 1 })
+}
+
+func TestStreams_ConnectionKilledMidStream(t *testing.T) {
+	modes(t, func(t *testing.T, key []byte) {
+		a, b := newNode(t, "a", withKey(key)), newNode(t, "b", withKey(key))
+		mesh(a, b)
+		const n = 20_000
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sendAll(t, a.Streams, "b", 1, n, 200)
+		}()
+		kills := 0
+		for kills < 8 && b.rec.count("a") < n {
+			at, reconnects := b.rec.count("a"), a.Stats().Reconnects
+			waitFor(t, 10*time.Second, "connection and progress", func() bool {
+				return a.peerStats("b").Connected && (b.rec.count("a") > at || at >= n)
+			})
+			var killed bool
+			if kills%2 == 0 {
+				killed = a.killOutbound("b")
+			} else {
+				killed = b.killInbound() > 0
+			}
+			if !killed {
+				continue
+			}
+			kills++
+			waitFor(t, 10*time.Second, "reconnect", func() bool { return a.Stats().Reconnects > reconnects })
+		}
+		<-done
+		waitFor(t, 30*time.Second, "every message after the kills", func() bool { return b.rec.last("a") == n })
+		checkRange(t, b.rec.seqs("a"), 1, n)
+		st := a.Stats()
+		if st.Reconnects < uint64(kills) {
+			t.Errorf("%d kills but %d reconnects", kills, st.Reconnects)
+		}
+		if st.Dropped != 0 || b.Stats().Lost != 0 {
+			t.Errorf("dropped=%d lost=%d, want none", st.Dropped, b.Stats().Lost)
+		}
+		t.Logf("kills=%d reconnects=%d retransmitted=%d duplicates=%d",
+			kills, st.Reconnects, st.Retransmitted, b.Stats().Duplicates)
+	})
+}
+
+func TestStreams_ReceiverRestart(t *testing.T) {
+	a, b := newNode(t, "a", nil), newNode(t, "b", func(c *Config) { c.Incarnation = 1 })
+	addr := b.Addr()
+	mesh(a, b)
+	sendAll(t, a.Streams, "b", 1, 1000, 64)
+	waitFor(t, 10*time.Second, "first life to receive", func() bool { return b.rec.count("a") == 1000 })
+	waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+
+	_ = b.Close()
+	waitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
+	sendAll(t, a.Streams, "b", 1001, 1500, 64) // queued while b is down
+
+	b2 := newNode(t, "b", func(c *Config) { c.Incarnation = 2; c.BindAddr = addr })
+	b2.SetPeers(map[string]string{"a": a.Addr()})
+	waitFor(t, 10*time.Second, "queued messages to reach the new life", func() bool { return b2.rec.count("a") == 500 })
+	sendAll(t, a.Streams, "b", 1501, 2000, 64)
+	waitFor(t, 10*time.Second, "the rest", func() bool { return b2.rec.count("a") >= 1000 })
+	checkRange(t, b2.rec.seqs("a"), 1001, 2000)
+	if d := a.Stats().Dropped; d != 0 {
+		t.Errorf("dropped %d, want 0", d)
+	}
+}
+
+func TestStreams_OriginRestartResetsSequence(t *testing.T) {
+	b := newNode(t, "b", nil)
+	a := newNode(t, "a", func(c *Config) { c.Incarnation = 10 })
+	a.SetPeers(map[string]string{"b": b.Addr()})
+	sendAll(t, a.Streams, "b", 1, 500, 64)
+	waitFor(t, 10*time.Second, "first life", func() bool { return b.rec.count("a") == 500 })
+	_ = a.Close()
+
+	// The new life numbers from 1 again; b must not take it for duplicates.
+	a2 := newNode(t, "a", func(c *Config) { c.Incarnation = 11 })
+	a2.SetPeers(map[string]string{"b": b.Addr()})
+	sendAll(t, a2.Streams, "b", 1, 300, 64)
+	waitFor(t, 10*time.Second, "second life", func() bool { return b.rec.count("a") == 800 })
+	got := b.rec.seqs("a")
+	checkRange(t, got[:500], 1, 500)
+	checkRange(t, got[500:], 1, 300)
+	if o := b.Stats().Origins["a"]; o.Incarnation != 11 || o.Duplicates != 0 {
+		t.Errorf("origin stats %+v", o)
+	}
+
+	// The old life coming back is refused.
+	old := newNode(t, "a", func(c *Config) { c.Incarnation = 10 })
+	old.SetPeers(map[string]string{"b": b.Addr()})
+	if err := old.Send(context.Background(), "b", numbered(999, 8)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "stale origin refused", func() bool { return b.Stats().HandshakeFailures > 0 })
+	if c := b.rec.count("a"); c != 800 {
+		t.Errorf("stale origin delivered: %d messages", c)
+	}
+}
+
+func TestStreams_GapWhileUnreachableIsCountedNotReordered(t *testing.T) {
+	b := newNode(t, "b", nil)
+	px := newProxy(t, b.Addr())
+	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes = 4 << 10; c.RetainBytes = 4 << 10 })
+	a.SetPeers(map[string]string{"b": px.addr()})
+	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	sendAll(t, a.Streams, "b", 1, 10, 1000)
+	waitFor(t, 10*time.Second, "delivery before the cut", func() bool { return b.rec.count("a") == 10 })
+	waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+
+	px.cut()
+	waitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
+	for i := uint64(11); i <= 100; i++ {
+		start := time.Now()
+		if err := a.Send(context.Background(), "b", numbered(i, 1000)); err != nil {
+			t.Fatalf("Send to an unreachable peer: %v", err)
+		}
+		if d := time.Since(start); d > 50*time.Millisecond {
+			t.Fatalf("Send to an unreachable peer blocked %s", d)
+		}
+	}
+	ps := a.peerStats("b")
+	if limit := 8<<10 + 1000 + msgOverhead; ps.QueuedBytes+ps.UnackedBytes > limit {
+		t.Fatalf("queue holds %d bytes, bound %d", ps.QueuedBytes+ps.UnackedBytes, limit)
+	}
+	px.restore()
+	waitFor(t, 10*time.Second, "the newest message", func() bool { return b.rec.last("a") == 100 })
+	got := b.rec.seqs("a")
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("out of order or duplicate at %d: %s", i, summary(got))
+		}
+	}
+	dropped, lost := a.Stats().Dropped, b.Stats().Lost
+	if dropped == 0 || dropped != lost || uint64(len(got))+lost != 100 {
+		t.Errorf("dropped=%d lost=%d delivered=%d, want dropped=lost and delivered+lost=100", dropped, lost, len(got))
+	}
+}
+
+func TestStreams_Backpressure(t *testing.T) {
+	b := newNode(t, "b", nil)
+	gate := b.rec.block()
+	const queue, retain, timeout = 64 << 10, 64 << 10, 100 * time.Millisecond
+	a := newNode(t, "a", func(c *Config) {
+		c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = queue, retain, timeout
+	})
+	mesh(a, b)
+	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+
+	var accepted uint64
+	var err error
+	var took time.Duration
+	for accepted < 100_000 {
+		start := time.Now()
+		err = a.Send(context.Background(), "b", numbered(accepted+1, 1000))
+		took = time.Since(start)
+		if err != nil {
+			break
+		}
+		accepted++
+	}
+	if !errors.Is(err, ErrBackpressure) {
+		t.Fatalf("after %d messages: err = %v, want ErrBackpressure", accepted, err)
+	}
+	if took < timeout-10*time.Millisecond || took > timeout+time.Second {
+		t.Errorf("Send took %s to report back-pressure, bound %s", took, timeout)
+	}
+	ps := a.peerStats("b")
+	const msg = 1000 + 64 + msgOverhead
+	if ps.QueuedBytes > queue+msg || ps.UnackedBytes > retain+msg {
+		t.Errorf("queued %d bytes, unacked %d bytes; bounds %d and %d", ps.QueuedBytes, ps.UnackedBytes, queue, retain)
+	}
+	if ps.Backpressure == 0 {
+		t.Error("back-pressure not counted")
+	}
+	t.Logf("accepted %d messages before back-pressure; queued=%d unacked=%d", accepted, ps.QueuedBytes, ps.UnackedBytes)
+
+	close(gate)
+	waitFor(t, 20*time.Second, "the backlog", func() bool { return b.rec.count("a") == int(accepted) })
+	checkRange(t, b.rec.seqs("a"), 1, accepted)
+}
+
+func TestStreams_SendRespectsContext(t *testing.T) {
+	b := newNode(t, "b", nil)
+	defer close(b.rec.block())
+	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = 4<<10, 4<<10, time.Minute })
+	mesh(a, b)
+	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var err error
+	for i := uint64(1); err == nil && i < 10_000; i++ {
+		err = a.Send(ctx, "b", numbered(i, 1000))
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestStreams_RemovedPeerDropsBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close()
+
+	a := newNode(t, "a", nil)
+	a.SetPeers(map[string]string{"b": dead})
+	for i := uint64(1); i <= 100; i++ {
+		if err := a.Send(context.Background(), "b", numbered(i, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := a.peerStats("b").Queued; q != 100 {
+		t.Fatalf("queued %d, want 100", q)
+	}
+	a.SetPeers(map[string]string{})
+	st := a.Stats()
+	if _, ok := st.Peers["b"]; ok || st.Dropped != 100 {
+		t.Fatalf("after removal: peers=%v dropped=%d", st.Peers, st.Dropped)
+	}
+	if err := a.Send(context.Background(), "b", numbered(101, 8)); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("Send to a removed peer: %v", err)
+	}
+
+	// Added again, it is a new stream: nothing of the old queue comes back.
+	b := newNode(t, "b", nil)
+	a.SetPeers(map[string]string{"b": b.Addr()})
+	if err := a.Send(context.Background(), "b", numbered(102, 8)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 1 })
+	checkRange(t, b.rec.seqs("a"), 102, 102)
+}
+
+func TestStreams_RemovalWakesBlockedSend(t *testing.T) {
+	b := newNode(t, "b", nil)
+	defer close(b.rec.block())
+	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = 4<<10, 4<<10, time.Minute })
+	mesh(a, b)
+	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	errc := make(chan error, 1)
+	go func() {
+		for i := uint64(1); ; i++ {
+			if err := a.Send(context.Background(), "b", numbered(i, 1000)); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	waitFor(t, 10*time.Second, "a blocked Send", func() bool {
+		p := (*a.peers.Load())["b"]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.waiters > 0
+	})
+	a.SetPeers(nil)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("blocked Send returned %v, want ErrUnknownPeer", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked Send not woken by removal")
+	}
+}
+
+func TestStreams_AuthRefusals(t *testing.T) {
+	cases := []struct {
+		name         string
+		sender, recv []byte
+	}{
+		{"wrong key", key1, key2},
+		{"key on sender only", key1, nil},
+		{"key on receiver only", nil, key1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newNode(t, "b", withKey(tc.recv))
+			a := newNode(t, "a", withKey(tc.sender))
+			a.SetPeers(map[string]string{"b": b.Addr()})
+			if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "both sides to refuse", func() bool {
+				return a.Stats().HandshakeFailures >= 2 && b.Stats().HandshakeFailures >= 2
+			})
+			if a.Stats().AuthFailures+b.Stats().AuthFailures == 0 {
+				t.Error("no auth failure counted")
+			}
+			if b.rec.count("a") != 0 || a.peerStats("b").Connected {
+				t.Fatal("refused stream delivered")
+			}
+		})
+	}
+}
+
+func TestStreams_WrongNodeAtAddress(t *testing.T) {
+	b := newNode(t, "b", nil)
+	a := newNode(t, "a", nil)
+	a.SetPeers(map[string]string{"c": b.Addr()})
+	if err := a.Send(context.Background(), "c", numbered(1, 8)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "refusal", func() bool { return a.Stats().HandshakeFailures > 0 })
+	if b.rec.count("a") != 0 {
+		t.Fatal("delivered to the wrong node")
+	}
+}
+
+func TestStreams_SendErrors(t *testing.T) {
+	a := newNode(t, "a", nil)
+	a.SetPeers(map[string]string{"a": a.Addr()})
+	if err := a.Send(context.Background(), "a", numbered(1, 8)); !errors.Is(err, ErrUnknownPeer) {
+		t.Errorf("Send to self: %v", err)
+	}
+	if err := a.Send(context.Background(), "x", Message{}); !errors.Is(err, ErrInvalidMessage) {
+		t.Errorf("Send of a zero kind: %v", err)
+	}
+	big := Message{Kind: KindPublish, Payload: make([]byte, MaxMessageSize)}
+	if err := a.Broadcast(context.Background(), big, nil); !errors.Is(err, ErrInvalidMessage) {
+		t.Errorf("Broadcast of an oversized message: %v", err)
+	}
+	_ = a.Close()
+	if err := a.Send(context.Background(), "x", numbered(1, 8)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Send after Close: %v", err)
+	}
+}
+
+func TestNew_Validates(t *testing.T) {
+	deliver := func(string, Message) {}
+	for _, cfg := range []Config{
+		{BindAddr: "127.0.0.1:0"},
+		{NodeID: "a", BindAddr: "127.0.0.1:0", SecretKey: []byte("short")},
+	} {
+		if s, err := New(cfg, deliver); err == nil {
+			_ = s.Close()
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+	s, err := New(Config{NodeID: "a", BindAddr: "127.0.0.1:0", AdvertiseAddr: "10.0.0.5"}, deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if host, _, _ := net.SplitHostPort(s.Addr()); host != "10.0.0.5" || portOf(s.Addr()) != portOf(s.ln.Addr().String()) {
+		t.Errorf("Addr() = %s", s.Addr())
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func TestStreams_SilentPeerDetected(t *testing.T) {
+	const peerTimeout = 400 * time.Millisecond
+	b := newNode(t, "b", func(c *Config) { c.PeerTimeout = peerTimeout })
+	px := newProxy(t, b.Addr())
+	a := newNode(t, "a", func(c *Config) { c.PeerTimeout = peerTimeout })
+	a.SetPeers(map[string]string{"b": px.addr()})
+	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	sendAll(t, a.Streams, "b", 1, 100, 64)
+	waitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 100 })
+
+	px.freeze() // b hangs: no FIN, no RST, no heartbeats
+	start := time.Now()
+	waitFor(t, 10*time.Second, "a to give up on the silent connection", func() bool { return !a.peerStats("b").Connected })
+	if d := time.Since(start); d > 3*peerTimeout {
+		t.Errorf("silent peer noticed after %s, PeerTimeout %s", d, peerTimeout)
+	}
+	sendAll(t, a.Streams, "b", 101, 200, 64)
+	px.thaw()
+	waitFor(t, 20*time.Second, "delivery after the hang", func() bool { return b.rec.last("a") == 200 })
+	checkRange(t, b.rec.seqs("a"), 1, 200)
+}
+
+func TestReadData_DropsDuplicatesAndCountsGaps(t *testing.T) {
+	var got []uint64
+	s := &Streams{log: testLogger(t), deliver: func(_ string, m Message) {
+		got = append(got, uint64(m.Payload[7]))
+	}}
+	client, server := net.Pipe()
+	defer server.Close()
+	o := &origin{id: "a"}
+	o.last.Store(5)
+	go func() {
+		w := newRecordWriter(client, nil, time.Second)
+		w.begin()
+		for _, seq := range []uint64{4, 5, 6, 6, 9} {
+			enc, _ := encodeMessage(numbered(seq, 8))
+			w.appendData(seq, enc)
+		}
+		_ = w.finish()
+		_ = w.flush()
+		_ = client.Close()
+	}()
+	r := &recordReader{conn: server, br: bufio.NewReader(server), timeout: time.Second}
+	if err := s.readData(r, o, make(chan struct{}, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("readData: %v", err)
+	}
+	if len(got) != 2 || got[0] != 6 || got[1] != 9 {
+		t.Fatalf("delivered %v, want [6 9]", got)
+	}
+	if o.duplicates.Load() != 3 || o.lost.Load() != 2 || o.last.Load() != 9 {
+		t.Errorf("duplicates=%d lost=%d last=%d", o.duplicates.Load(), o.lost.Load(), o.last.Load())
+	}
+}

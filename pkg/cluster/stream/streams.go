@@ -1,0 +1,404 @@
+// Package stream is the cluster's data plane: persistent, ordered,
+// back-pressured TCP streams that carry publishes, user messages and small
+// control messages between nodes, exactly once across reconnects.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMaxQueueBytes = 8 << 20
+	DefaultRetainBytes   = 8 << 20
+	DefaultSendTimeout   = 100 * time.Millisecond
+	DefaultPeerTimeout   = 5 * time.Second
+)
+
+const (
+	minBackoff = 50 * time.Millisecond
+	// minPeerTimeout keeps heartbeats (PeerTimeout/4) from flooding the link.
+	minPeerTimeout = 100 * time.Millisecond
+	maxBackoff     = 2 * time.Second
+	// ackEvery and ackDelay bound how long a delivered message stays
+	// unacknowledged: the destination acks after this many messages or this
+	// long after the first unacknowledged one, whichever comes first.
+	ackEvery = 256
+	ackDelay = 5 * time.Millisecond
+	// maxOrigins bounds the per-origin resume state a destination keeps;
+	// beyond it the least recently seen disconnected origin is forgotten.
+	maxOrigins = 1024
+)
+
+var (
+	// ErrUnknownPeer is returned by Send for a node that is not (or no
+	// longer) in the peer set.
+	ErrUnknownPeer = errors.New("stream: unknown peer")
+	// ErrBackpressure is returned by Send when a connected peer's queue
+	// stayed full for SendTimeout; the message was not queued.
+	ErrBackpressure = errors.New("stream: peer queue full")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("stream: closed")
+)
+
+// Config configures a node's streams. Zero values take the defaults.
+type Config struct {
+	// NodeID is this node's gossip id; peers check it in the handshake.
+	NodeID string
+	// Incarnation distinguishes process lives of one NodeID and must grow
+	// across restarts (gossip uses the start time in Unix nanoseconds);
+	// 0 means the current time. A destination that sees a larger one resets
+	// its sequence state for this origin.
+	Incarnation uint64
+	// BindAddr is the TCP listen address, host:port; port 0 picks a free
+	// one. Default ":0".
+	BindAddr string
+	// AdvertiseAddr is the address Addr reports for peers to dial; a
+	// missing or zero port is replaced by the bound port. Default: the
+	// listener's address.
+	AdvertiseAddr string
+	// SecretKey (16, 24 or 32 bytes) makes both ends prove the key in the
+	// handshake and seals every record with AES-256-GCM. Without it the
+	// port must be reachable only by cluster nodes.
+	SecretKey []byte
+	// MaxQueueBytes bounds each peer's not-yet-written messages while the
+	// peer is connected (default 8 MiB).
+	MaxQueueBytes int
+	// RetainBytes bounds each peer's written but unacknowledged messages,
+	// kept for retransmission; it is also the flow-control window: the
+	// writer pauses when it is full (default 8 MiB).
+	RetainBytes int
+	// SendTimeout is the longest Send and Broadcast block when a connected
+	// peer's queue is full before returning ErrBackpressure (default 100 ms).
+	SendTimeout time.Duration
+	// PeerTimeout closes and redials a connection that has been silent (no
+	// frame, not even a heartbeat) or unable to write for this long; it also
+	// bounds dials and handshakes. Heartbeats go every PeerTimeout/4
+	// (default 5 s, at least 100 ms).
+	PeerTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.NodeID == "" || len(c.NodeID) > maxIDLen {
+		return fmt.Errorf("stream: node id must be 1 to %d bytes", maxIDLen)
+	}
+	switch len(c.SecretKey) {
+	case 0:
+		c.SecretKey = nil
+	case 16, 24, 32:
+	default:
+		return fmt.Errorf("stream: secret key must be 16, 24 or 32 bytes, got %d", len(c.SecretKey))
+	}
+	if c.Incarnation == 0 {
+		c.Incarnation = uint64(time.Now().UnixNano())
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = ":0"
+	}
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if c.RetainBytes <= 0 {
+		c.RetainBytes = DefaultRetainBytes
+	}
+	if c.SendTimeout <= 0 {
+		c.SendTimeout = DefaultSendTimeout
+	}
+	switch {
+	case c.PeerTimeout <= 0:
+		c.PeerTimeout = DefaultPeerTimeout
+	case c.PeerTimeout < minPeerTimeout:
+		c.PeerTimeout = minPeerTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}
+
+// Streams holds this node's outbound stream to every peer and its inbound
+// streams from every origin.
+type Streams struct {
+	cfg     Config
+	deliver func(from string, m Message)
+	log     *slog.Logger
+	ln      net.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	// peers is replaced, never mutated, so Send reads it without a lock.
+	peers atomic.Pointer[map[string]*peer]
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	removed counters // totals of peers no longer in the set
+	origins map[string]*origin
+	inbound map[net.Conn]struct{}
+
+	handshakeFailures atomic.Uint64
+	authFailures      atomic.Uint64
+	lastRefusalLog    atomic.Int64
+}
+
+// New binds the listener. deliver is called with each message from another
+// node, in the origin's order, exactly once per message of an origin
+// incarnation. It runs on the connection's reader goroutine (one per
+// origin, so calls for different origins are concurrent) and must not
+// block: while it runs nothing more is read from that origin, and a stuck
+// deliver eventually back-pressures the origin's Send. The Message is
+// owned by the callee.
+func New(cfg Config, deliver func(from string, m Message)) (*Streams, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if deliver == nil {
+		return nil, errors.New("stream: nil deliver")
+	}
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("stream: listen %s: %w", cfg.BindAddr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Streams{
+		cfg:     cfg,
+		deliver: deliver,
+		log:     cfg.Logger.With("component", "stream", "node_id", cfg.NodeID),
+		ln:      ln,
+		ctx:     ctx,
+		cancel:  cancel,
+		origins: make(map[string]*origin),
+		inbound: make(map[net.Conn]struct{}),
+	}
+	s.peers.Store(&map[string]*peer{})
+	return s, nil
+}
+
+// Start accepts inbound streams and dials the peers; it returns at once.
+// Cancelling ctx closes the Streams.
+func (s *Streams) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.started {
+		return errors.New("stream: already started")
+	}
+	s.started = true
+	s.wg.Add(1)
+	go s.acceptLoop()
+	for _, p := range *s.peers.Load() {
+		s.startPeer(p)
+	}
+	context.AfterFunc(ctx, func() { _ = s.Close() })
+	s.log.Info("streams started", "addr", s.ln.Addr().String(), "sealed", s.cfg.SecretKey != nil)
+	return nil
+}
+
+// Addr is the address peers dial to reach this node.
+func (s *Streams) Addr() string {
+	bound := s.ln.Addr().String()
+	if s.cfg.AdvertiseAddr == "" {
+		return bound
+	}
+	_, port, _ := net.SplitHostPort(bound)
+	host, aport, err := net.SplitHostPort(s.cfg.AdvertiseAddr)
+	if err != nil {
+		return net.JoinHostPort(s.cfg.AdvertiseAddr, port)
+	}
+	if aport == "" || aport == "0" {
+		return net.JoinHostPort(host, port)
+	}
+	return s.cfg.AdvertiseAddr
+}
+
+// SetPeers replaces the peer set (node id → stream address), normally the
+// alive gossip members. New peers are dialled; removed ones are closed and
+// their queued messages dropped; a changed address is redialled with the
+// queue kept. This node's own id is ignored.
+func (s *Streams) SetPeers(peers map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	old := *s.peers.Load()
+	next := make(map[string]*peer, len(peers))
+	for id, addr := range peers {
+		if id == s.cfg.NodeID {
+			continue
+		}
+		if p, ok := old[id]; ok {
+			p.setAddr(addr)
+			next[id] = p
+			continue
+		}
+		p := newPeer(s, id, addr)
+		next[id] = p
+		if s.started {
+			s.startPeer(p)
+		}
+		s.log.Info("peer added", "peer", id, "addr", addr)
+	}
+	for id, p := range old {
+		if _, ok := next[id]; !ok {
+			dropped := p.close(ErrUnknownPeer)
+			s.removed.add(p.counters())
+			s.log.Info("peer removed", "peer", id, "dropped", dropped)
+		}
+	}
+	s.peers.Store(&next)
+}
+
+func (s *Streams) startPeer(p *peer) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		p.run()
+	}()
+}
+
+// Send queues m on the ordered stream to peer. It returns nil once m is
+// queued, ErrUnknownPeer, ErrInvalidMessage, ErrClosed, ctx's error, or
+// ErrBackpressure when the peer is connected and its queue stayed full for
+// SendTimeout. Send never blocks longer than SendTimeout. While the peer is
+// unreachable Send does not block: the queue keeps the newest
+// MaxQueueBytes+RetainBytes and the evicted messages are counted as dropped.
+func (s *Streams) Send(ctx context.Context, peer string, m Message) error {
+	enc, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	p := (*s.peers.Load())[peer]
+	if p == nil {
+		if s.isClosed() {
+			return ErrClosed
+		}
+		return ErrUnknownPeer
+	}
+	dl := deadline{timeout: s.cfg.SendTimeout}
+	return p.enqueue(ctx, enc, &dl)
+}
+
+// Broadcast queues m to each of peers (nil means every peer), encoding it
+// once; this node's own id is skipped. All peers share one SendTimeout, so
+// Broadcast blocks at most SendTimeout in total. The error joins one
+// "peer <id>: <cause>" error per failed peer, so errors.Is finds the causes.
+func (s *Streams) Broadcast(ctx context.Context, m Message, peers []string) error {
+	enc, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	all := *s.peers.Load()
+	dl := deadline{timeout: s.cfg.SendTimeout}
+	var errs []error
+	send := func(id string, p *peer) {
+		if p == nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", id, ErrUnknownPeer))
+			return
+		}
+		if err := p.enqueue(ctx, enc, &dl); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", id, err))
+		}
+	}
+	if peers == nil {
+		for id, p := range all {
+			send(id, p)
+		}
+	} else {
+		for _, id := range peers {
+			if id != s.cfg.NodeID {
+				send(id, all[id])
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops every stream and waits for its goroutines, including any
+// deliver call in progress. Queued messages are dropped.
+func (s *Streams) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	peers := *s.peers.Load()
+	s.peers.Store(&map[string]*peer{})
+	for _, p := range peers {
+		p.close(ErrClosed)
+		s.removed.add(p.counters())
+	}
+	for c := range s.inbound {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	err := s.ln.Close()
+	s.wg.Wait()
+	s.log.Info("streams closed")
+	return err
+}
+
+func (s *Streams) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// deadline starts the SendTimeout clock the first time a Send has to wait.
+type deadline struct {
+	timeout time.Duration
+	at      time.Time
+}
+
+func (d *deadline) remaining() time.Duration {
+	if d.at.IsZero() {
+		d.at = time.Now().Add(d.timeout)
+	}
+	return time.Until(d.at)
+}
+
+// epochs numbers stream lives: a peer removed and added again starts a new
+// stream, which its destination must not mistake for a resumed one. They
+// grow across Streams in one process and, being time based, across
+// processes too.
+var lastEpoch atomic.Uint64
+
+func nextEpoch() uint64 {
+	for {
+		prev := lastEpoch.Load()
+		next := max(prev+1, uint64(time.Now().UnixNano()))
+		if lastEpoch.CompareAndSwap(prev, next) {
+			return next
+		}
+	}
+}
+
+// refusalLogEvery rate-limits logs of refused inbound handshakes, which an
+// unauthenticated client can trigger at will.
+const refusalLogEvery = 10 * time.Second
+
+func (s *Streams) logRefusal(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := s.lastRefusalLog.Load()
+	if now-last < int64(refusalLogEvery) || !s.lastRefusalLog.CompareAndSwap(last, now) {
+		s.log.Debug(msg, args...)
+		return
+	}
+	s.log.Warn(msg, args...)
+}
