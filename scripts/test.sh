@@ -19,6 +19,9 @@ go vet -tags netns ./...
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+step "deployment manifests (deploy/validate)"
+(cd deploy/validate && go vet ./... && go test -count=1 ./...)
+
 step "network-namespace tests"
 if [ "$(id -u)" -eq 0 ]; then
   go test -tags netns -count=1 -timeout 20m ./internal/netns/ ./test/netns/

@@ -76,9 +76,16 @@ type Config struct {
 	// Beacons are never encrypted and carry nothing secret.
 	SecretKey []byte
 
-	// HTTPAddr and RaftAddr are advertised to peers in beacons and node meta.
-	HTTPAddr string
-	RaftAddr string
+	// HTTPAddr and RaftAddr are advertised to peers in beacons and node meta,
+	// StreamAddr (the inter-node message streams) in node meta only. An empty
+	// or unspecified host is filled with the advertise address.
+	HTTPAddr   string
+	RaftAddr   string
+	StreamAddr string
+
+	// Incarnation identifies this process's life; 0 means its start time in
+	// Unix nanoseconds. The layers above share it.
+	Incarnation uint64
 
 	Logger *slog.Logger
 }
@@ -134,6 +141,7 @@ func (c Config) validate() error {
 	check(validName(c.NodeID, maxNodeIDLen), "node id %q: want 1-%d printable bytes", c.NodeID, maxNodeIDLen)
 	check(validOptional(c.HTTPAddr), "http addr %q: want at most %d printable bytes", c.HTTPAddr, maxAdvertisedLen)
 	check(validOptional(c.RaftAddr), "raft addr %q: want at most %d printable bytes", c.RaftAddr, maxAdvertisedLen)
+	check(validOptional(c.StreamAddr), "stream addr %q: want at most %d printable bytes", c.StreamAddr, maxAdvertisedLen)
 	bind, err := netip.ParseAddr(c.BindHost)
 	check(err == nil && bind.Is4(), "bind host %q: want an IPv4 address", c.BindHost)
 	if c.AdvertiseAddr != "" {
@@ -330,4 +338,14 @@ func interfaceFor(addr netip.Addr) *net.Interface {
 func ValidateUnicastAddress(s string) error {
 	_, err := parseUnicast(s, 1)
 	return err
+}
+
+// AdvertiseAddr is the IPv4 address peers will be told to use for cfg, and
+// whether it is one other hosts can reach (not loopback).
+func AdvertiseAddr(cfg Config) (netip.Addr, bool) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return advertiseAddr(cfg)
 }

@@ -67,11 +67,15 @@ func New(cfg Config) (*Members, error) {
 	adv, advOK := advertiseAddr(cfg)
 	cfg.HTTPAddr = fillHost(cfg.HTTPAddr, adv)
 	cfg.RaftAddr = fillHost(cfg.RaftAddr, adv)
+	cfg.StreamAddr = fillHost(cfg.StreamAddr, adv)
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = uint64(time.Now().UnixNano())
+	}
 	m := &Members{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "gossip", "node_id", cfg.NodeID),
 		timing:      DeriveTiming(cfg.CheckInterval, cfg.NodeTimeout),
-		incarnation: uint64(time.Now().UnixNano()),
+		incarnation: cfg.Incarnation,
 		events:      newEventQueue(eventsBuffer),
 		members:     make(map[string]*Member),
 		lastJoin:    make(map[string]time.Time),
@@ -79,7 +83,7 @@ func New(cfg Config) (*Members, error) {
 		joins:       make(chan netip.AddrPort, joinQueue),
 	}
 	m.meta, err = json.Marshal(nodeMeta{
-		Cluster: cfg.ClusterName, HTTPAddr: cfg.HTTPAddr, RaftAddr: cfg.RaftAddr, Incarnation: m.incarnation,
+		Cluster: cfg.ClusterName, HTTPAddr: cfg.HTTPAddr, RaftAddr: cfg.RaftAddr, StreamAddr: cfg.StreamAddr, Incarnation: m.incarnation,
 	})
 	if err != nil || len(m.meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip: node meta does not fit in %d bytes", memberlist.MetaMaxSize)

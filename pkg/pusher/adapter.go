@@ -90,6 +90,9 @@ type Transition struct {
 	MemberRemoved *Member
 	Occupied      bool
 	Vacated       bool
+	// WebhooksOnly: every node tells its own subscribers, so the server
+	// only sends the webhooks.
+	WebhooksOnly bool
 }
 
 // Handler is how an adapter reports transitions back to the server, which

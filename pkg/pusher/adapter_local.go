@@ -364,3 +364,69 @@ func (ch *channelState) memberList() []Member {
 	sort.Slice(out, func(i, j int) bool { return string(out[i].UserID) < string(out[j].UserID) })
 	return out
 }
+
+// AppSocketCounts returns the number of local connections of every app.
+func (a *LocalAdapter) AppSocketCounts() map[string]int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make(map[string]int, len(a.nss))
+	for id, n := range a.nss {
+		n.mu.RLock()
+		if len(n.sockets) > 0 {
+			out[id] = len(n.sockets)
+		}
+		n.mu.RUnlock()
+	}
+	return out
+}
+
+// LocalChannel is one occupied channel of this process, for a cluster
+// adapter re-announcing its state.
+type LocalChannel struct {
+	App, Channel string
+	Subscribers  int
+	Members      []Member
+}
+
+// LocalChannels lists every occupied local channel of every app.
+func (a *LocalAdapter) LocalChannels() []LocalChannel {
+	a.mu.RLock()
+	ids := make([]string, 0, len(a.nss))
+	for id := range a.nss {
+		ids = append(ids, id)
+	}
+	a.mu.RUnlock()
+	var out []LocalChannel
+	for _, id := range ids {
+		n := a.ns(id, false)
+		n.mu.RLock()
+		for name, ch := range n.channels {
+			out = append(out, LocalChannel{App: id, Channel: name, Subscribers: len(ch.subs), Members: ch.memberList()})
+		}
+		n.mu.RUnlock()
+	}
+	return out
+}
+
+// HasLocalSubscribers reports whether channel has a subscriber in this process.
+func (a *LocalAdapter) HasLocalSubscribers(appID, channel string) bool {
+	n := a.ns(appID, false)
+	if n == nil {
+		return false
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.channels[channel] != nil
+}
+
+// HasLocalMember reports whether a local connection is in channel as user.
+func (a *LocalAdapter) HasLocalMember(appID, channel string, userID []byte) bool {
+	n := a.ns(appID, false)
+	if n == nil {
+		return false
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	ch := n.channels[channel]
+	return ch != nil && ch.members[string(userID)] != nil
+}

@@ -119,8 +119,7 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 
 	if kind == KindPresence {
 		if res.MemberAdded {
-			s.broadcast(ctx, app, channel, EventJSON("pusher_internal:member_added", channel,
-				stringData(member), nil), c.ID)
+			s.broadcast(ctx, app, channel, MemberAddedJSON(channel, *member), c.ID)
 			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID})
 		}
 		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(res.Members), nil))
@@ -203,8 +202,7 @@ func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
 	}
 	app := c.App
 	if res.RemovedMember != nil {
-		s.broadcast(ctx, app, channel, EventJSON("pusher_internal:member_removed", channel,
-			stringData(map[string]json.RawMessage{"user_id": res.RemovedMember.UserID}), nil), "")
+		s.broadcast(ctx, app, channel, MemberRemovedJSON(channel, *res.RemovedMember), "")
 		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: channel, UserID: res.RemovedMember.UserID})
 	}
 	if res.Vacated {

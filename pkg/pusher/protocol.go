@@ -206,3 +206,14 @@ func utf16Len(s string) int {
 	}
 	return n
 }
+
+// MemberAddedJSON is the pusher_internal:member_added message for m.
+func MemberAddedJSON(channel string, m Member) []byte {
+	return EventJSON("pusher_internal:member_added", channel, stringData(m), nil)
+}
+
+// MemberRemovedJSON is the pusher_internal:member_removed message for m.
+func MemberRemovedJSON(channel string, m Member) []byte {
+	return EventJSON("pusher_internal:member_removed", channel,
+		stringData(map[string]json.RawMessage{"user_id": m.UserID}), nil)
+}

@@ -125,12 +125,15 @@ func (s *Server) Announce(ctx context.Context, appID string, t Transition) {
 		return
 	}
 	if m := t.MemberAdded; m != nil {
-		s.broadcast(ctx, app, t.Channel, EventJSON("pusher_internal:member_added", t.Channel, stringData(m), nil), "")
+		if !t.WebhooksOnly {
+			s.broadcast(ctx, app, t.Channel, MemberAddedJSON(t.Channel, *m), "")
+		}
 		s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: t.Channel, UserID: m.UserID})
 	}
 	if m := t.MemberRemoved; m != nil {
-		s.broadcast(ctx, app, t.Channel, EventJSON("pusher_internal:member_removed", t.Channel,
-			stringData(map[string]json.RawMessage{"user_id": m.UserID}), nil), "")
+		if !t.WebhooksOnly {
+			s.broadcast(ctx, app, t.Channel, MemberRemovedJSON(t.Channel, *m), "")
+		}
 		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: t.Channel, UserID: m.UserID})
 	}
 	if t.Occupied {
