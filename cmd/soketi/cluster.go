@@ -2,64 +2,87 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
-	"time"
+	"strings"
 
 	"github.com/soketi-go/soketi/internal/config"
+	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
+	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
-// clusterLeaveTimeout bounds the graceful leave on shutdown.
-const clusterLeaveTimeout = 3 * time.Second
-
-// clusterNode is this node's membership in the cluster.
-type clusterNode struct {
-	members *gossip.Members
-	logger  *slog.Logger
+// startCluster joins the cluster described by cfg.Cluster.
+func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAdapter, logger *slog.Logger) (*cluster.Node, error) {
+	c := cfg.Cluster
+	nodeID, err := loadNodeID(c)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.Start(ctx, cluster.NodeConfig{
+		Gossip: gossip.Config{
+			ClusterName:       c.Prefix,
+			NodeID:            nodeID,
+			BindHost:          c.Host,
+			DiscoveryPort:     c.Port,
+			GossipPort:        c.GossipPort,
+			AdvertiseAddr:     c.AdvertiseAddress,
+			BroadcastAddress:  c.BroadcastAddress,
+			MulticastAddress:  c.MulticastAddress,
+			UnicastAddresses:  c.UnicastAddresses,
+			KeepaliveInterval: c.KeepaliveInterval,
+			CheckInterval:     c.CheckInterval,
+			NodeTimeout:       c.NodeTimeout,
+			MasterTimeout:     max(c.MasterTimeout, c.NodeTimeout),
+			SecretKey:         c.SecretKey,
+			HTTPAddr:          advertisedHTTP(cfg),
+		},
+		DataDir:         c.DataDir,
+		RaftPort:        c.RaftPort,
+		ExpectedServers: c.ExpectedServers,
+		MasterTimeout:   c.MasterTimeout,
+		RequestTimeout:  cfg.ClusterRequestsTimeout,
+		Logger:          logger,
+	}, local)
 }
 
-// startCluster joins the cluster described by cfg.Cluster: it binds the
-// discovery and gossip sockets and starts finding peers.
-func startCluster(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*clusterNode, error) {
-	c := cfg.Cluster
-	gcfg := gossip.Config{
-		ClusterName:       c.Prefix,
-		NodeID:            c.NodeID,
-		BindHost:          c.Host,
-		DiscoveryPort:     c.Port,
-		GossipPort:        c.GossipPort,
-		AdvertiseAddr:     c.AdvertiseAddress,
-		BroadcastAddress:  c.BroadcastAddress,
-		MulticastAddress:  c.MulticastAddress,
-		UnicastAddresses:  c.UnicastAddresses,
-		KeepaliveInterval: c.KeepaliveInterval,
-		CheckInterval:     c.CheckInterval,
-		NodeTimeout:       c.NodeTimeout,
-		MasterTimeout:     c.MasterTimeout,
-		SecretKey:         c.SecretKey,
-		HTTPAddr:          advertisedHTTP(cfg),
-		Logger:            logger,
+// loadNodeID returns CLUSTER_NODE_ID, or the id kept in the data directory so
+// that a restarted node rejoins Raft under the same name; a new one is made
+// and kept on first start.
+func loadNodeID(c config.Cluster) (string, error) {
+	if c.NodeID != "" {
+		return c.NodeID, nil
 	}
-	m, err := gossip.New(gcfg)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+	path := filepath.Join(c.DataDir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
 	}
-	if err := m.Start(ctx); err != nil {
-		m.Shutdown()
-		return nil, fmt.Errorf("cluster: %w", err)
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "soketi"
 	}
-	self := m.LocalNode()
-	logger.Info("cluster membership started", "node_id", self.ID, "gossip_address", self.GossipAddr,
-		"discovery", m.View().Discovery.Mode)
-	return &clusterNode{members: m, logger: logger}, nil
+	var suffix [4]byte
+	_, _ = rand.Read(suffix[:])
+	id := host + "-" + hex.EncodeToString(suffix[:])
+	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+		return "", fmt.Errorf("invalid CLUSTER_DATA_DIR=%q: %w", c.DataDir, err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("invalid CLUSTER_DATA_DIR=%q: %w", c.DataDir, err)
+	}
+	return id, nil
 }
 
 // advertisedHTTP is the HTTP address peers are told: the bind host when it is
-// specific, else the cluster advertise address; an empty host is filled in
-// by peers from the gossip address.
+// specific; an unspecified host is filled in from the advertise address.
 func advertisedHTTP(cfg *config.Config) string {
 	host := cfg.Host
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
@@ -67,16 +90,3 @@ func advertisedHTTP(cfg *config.Config) string {
 	}
 	return net.JoinHostPort(host, strconv.Itoa(cfg.Port))
 }
-
-// View is what GET /cluster shows.
-func (c *clusterNode) View() any { return c.members.View() }
-
-// Leave announces a graceful departure so that peers mark this node "left" at once.
-func (c *clusterNode) Leave() {
-	if err := c.members.Leave(clusterLeaveTimeout); err != nil {
-		c.logger.Warn("cluster leave incomplete", "err", err)
-	}
-}
-
-// Close stops gossip without a leave notice.
-func (c *clusterNode) Close() { c.members.Shutdown() }

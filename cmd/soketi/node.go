@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/soketi-go/soketi/internal/config"
+	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/metrics"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -23,7 +24,7 @@ type node struct {
 	server         *pusher.Server
 	handler        http.Handler
 	metricsHandler http.Handler
-	cluster        *clusterNode
+	cluster        *cluster.Node
 	webhooks       *webhook.Sender
 	metrics        *metrics.Metrics // nil when metrics are disabled
 	logger         *slog.Logger
@@ -38,13 +39,15 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		}
 		n.metrics = m
 	}
-	var adapter pusher.Adapter = pusher.NewLocalAdapter()
+	local := pusher.NewLocalAdapter()
+	var adapter pusher.Adapter = local
 	if cfg.AdapterDriver == "cluster" {
-		cl, err := startCluster(ctx, cfg, logger)
+		cl, err := startCluster(ctx, cfg, local, logger)
 		if err != nil {
 			return nil, err
 		}
 		n.cluster = cl
+		adapter = cl.Adapter()
 	}
 	n.webhooks = webhook.New(webhook.Config{
 		Batching:    cfg.WebhooksBatching,
@@ -80,7 +83,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	if n.cluster != nil {
 		r.Get(cfg.PathPrefix+"/cluster", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(n.cluster.View())
+			_ = json.NewEncoder(w).Encode(n.cluster.Status())
 		})
 	}
 	if cfg.Mode == "worker" {

@@ -1,0 +1,456 @@
+// Package testcluster runs N full nodes (protocol server, gossip, Raft,
+// streams) inside one test process, each on its own 127.0.0.x address, and
+// gives tests WebSocket and HTTP API clients for them.
+package testcluster
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/soketi-go/soketi/pkg/cluster"
+	"github.com/soketi-go/soketi/pkg/gossip"
+	"github.com/soketi-go/soketi/pkg/pusher"
+)
+
+// App is the app every node serves.
+var App = func() *pusher.App {
+	a, _ := pusher.ParseApp(map[string]any{"enableClientMessages": true}, pusher.DefaultAppLimits)
+	a.Webhooks = []pusher.Webhook{{URL: "http://127.0.0.1:1", EventTypes: []string{
+		pusher.WebhookChannelOccupied, pusher.WebhookChannelVacated, pusher.WebhookMemberAdded, pusher.WebhookMemberRemoved}}}
+	return a
+}()
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Node
+	Hooks *Webhooks
+	port  int
+	ips   []string
+	dir   string
+}
+
+// Node is one member.
+type Node struct {
+	Index   int
+	IP      string
+	URL     string // http://ip:port
+	Server  *pusher.Server
+	Cluster *cluster.Node
+	http    *httptest.Server
+	cancel  context.CancelFunc
+	dead    bool
+}
+
+// Webhooks records webhook events sent by every node.
+type Webhooks struct {
+	mu     sync.Mutex
+	Events []pusher.WebhookEvent
+}
+
+// Send records the event.
+func (w *Webhooks) Send(_ *pusher.App, ev pusher.WebhookEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.Events = append(w.Events, ev)
+}
+
+// Count returns how many events named name were sent for channel.
+func (w *Webhooks) Count(name, channel string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, e := range w.Events {
+		if e.Name == name && e.Channel == channel {
+			n++
+		}
+	}
+	return n
+}
+
+// New starts n nodes that discover each other by unicast and bootstrap one
+// Raft group of n servers.
+func New(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Hooks: &Webhooks{}, dir: t.TempDir()}
+	base := 10 + rand.IntN(200)
+	for i := 0; i < n; i++ {
+		c.ips = append(c.ips, fmt.Sprintf("127.0.%d.%d", base, 1+i))
+	}
+	c.port = freeUDPPort(t, c.ips)
+	for i := 0; i < n; i++ {
+		c.Nodes = append(c.Nodes, c.start(i))
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func freeUDPPort(t testing.TB, ips []string) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		port := 20000 + rand.IntN(30000)
+		ok := true
+		var held []net.PacketConn
+		for _, ip := range ips {
+			pc, err := net.ListenPacket("udp4", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, pc)
+		}
+		for _, pc := range held {
+			pc.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no free UDP port on the test addresses")
+	return 0
+}
+
+func (c *Cluster) start(i int) *Node {
+	t := c.t
+	ip := c.ips[i]
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("TESTCLUSTER_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	unicast := make([]string, len(c.ips))
+	copy(unicast, c.ips)
+	local := pusher.NewLocalAdapter()
+	ctx, cancel := context.WithCancel(context.Background())
+	cn, err := cluster.Start(ctx, cluster.NodeConfig{
+		Gossip: gossip.Config{
+			ClusterName: "test", NodeID: fmt.Sprintf("node%d", i), BindHost: ip, AdvertiseAddr: ip,
+			DiscoveryPort: c.port, UnicastAddresses: unicast,
+			KeepaliveInterval: 100 * time.Millisecond, CheckInterval: 200 * time.Millisecond,
+			NodeTimeout: time.Second, MasterTimeout: time.Second,
+			HTTPAddr: ln.Addr().String(),
+		},
+		DataDir:         fmt.Sprintf("%s/node%d", c.dir, i),
+		ExpectedServers: len(c.ips),
+		MasterTimeout:   time.Second,
+		ReapDelay:       2 * time.Second,
+		RequestTimeout:  2 * time.Second,
+		Logger:          logger,
+	}, local)
+	if err != nil {
+		cancel()
+		ln.Close()
+		t.Fatalf("node %d: %v", i, err)
+	}
+	apps, _ := pusher.NewStaticApps([]*pusher.App{App})
+	srv := pusher.New(pusher.Options{Apps: apps, Adapter: cn.Adapter(), Webhooks: c.Hooks, Logger: logger})
+	hs := httptest.NewUnstartedServer(srv.Router())
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Start()
+	return &Node{Index: i, IP: ip, URL: hs.URL, Server: srv, Cluster: cn, http: hs, cancel: cancel}
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes {
+		c.stop(n, false)
+	}
+}
+
+func (c *Cluster) stop(n *Node, leave bool) {
+	if n.dead {
+		return
+	}
+	n.dead = true
+	n.http.CloseClientConnections()
+	n.http.Close()
+	n.Server.Close()
+	if leave {
+		n.Cluster.Leave()
+	} else {
+		n.Cluster.Close()
+	}
+	n.cancel()
+}
+
+// Kill stops node i as a crash would: no leave notice.
+func (c *Cluster) Kill(i int) { c.stop(c.Nodes[i], false) }
+
+// Alive returns the nodes not killed.
+func (c *Cluster) Alive() []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if !n.dead {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// WaitReady waits until every alive node sees the others, one leader leads
+// them all, and every node is registered in the replicated state.
+func (c *Cluster) WaitReady(timeout time.Duration) {
+	c.t.Helper()
+	alive := c.Alive()
+	WaitFor(c.t, timeout, "cluster ready", func() bool {
+		leader := ""
+		for _, n := range alive {
+			st := n.Cluster.Status()
+			if !st.Raft.Registered || st.Raft.LeaderID == "" {
+				return false
+			}
+			if leader == "" {
+				leader = st.Raft.LeaderID
+			} else if st.Raft.LeaderID != leader {
+				return false
+			}
+			up := 0
+			for _, m := range st.Members {
+				if m.State == gossip.StateAlive {
+					up++
+				}
+			}
+			if up < len(alive) {
+				return false
+			}
+		}
+		return true
+	})
+	// Every node must also route to every other: stream peers are refreshed
+	// from gossip each second.
+	time.Sleep(1200 * time.Millisecond)
+}
+
+// Leader returns the index of the Raft leader among alive nodes, or -1.
+func (c *Cluster) Leader() int {
+	for _, n := range c.Alive() {
+		if n.Cluster.Raft().IsLeader() {
+			return n.Index
+		}
+	}
+	return -1
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Client is a raw Pusher WebSocket client.
+type Client struct {
+	t        testing.TB
+	ws       *websocket.Conn
+	frames   chan map[string]any
+	SocketID string
+}
+
+// Connect opens a connection to node n and waits for connection_established.
+func (n *Node) Connect(t testing.TB) *Client {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(n.URL, "http") + "/app/" + App.Key + "?protocol=7"
+	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
+	if err != nil {
+		t.Fatalf("dial node %d: %v", n.Index, err)
+	}
+	c := &Client{t: t, ws: ws, frames: make(chan map[string]any, 4096)}
+	go func() {
+		defer close(c.frames)
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(msg, &m) == nil {
+				c.frames <- m
+			}
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	m := c.Expect("pusher:connection_established")
+	var d struct {
+		SocketID string `json:"socket_id"`
+	}
+	_ = json.Unmarshal([]byte(m["data"].(string)), &d)
+	c.SocketID = d.SocketID
+	return c
+}
+
+// Send writes a frame.
+func (c *Client) Send(v any) {
+	b, _ := json.Marshal(v)
+	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// Close drops the connection without a close handshake.
+func (c *Client) Close() { c.ws.NetConn().Close() }
+
+// Expect returns the next frame with the given event.
+func (c *Client) Expect(event string) map[string]any {
+	c.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				c.t.Fatalf("connection closed while waiting for %s", event)
+			}
+			if m["event"] == event {
+				return m
+			}
+		case <-timeout:
+			c.t.Fatalf("timed out waiting for %s", event)
+		}
+	}
+}
+
+// ExpectNone fails if a frame with event arrives within d.
+func (c *Client) ExpectNone(event string, d time.Duration) {
+	c.t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				return
+			}
+			if m["event"] == event {
+				c.t.Fatalf("unexpected %s: %v", event, m)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// Subscribe subscribes to a public channel and waits for success.
+func (c *Client) Subscribe(channel string) {
+	c.t.Helper()
+	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel}})
+	c.Expect("pusher_internal:subscription_succeeded")
+}
+
+// SubscribePrivate subscribes to a private channel with a valid signature.
+func (c *Client) SubscribePrivate(channel string) {
+	c.t.Helper()
+	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel,
+		"auth": App.Key + ":" + pusher.Sign(App.Secret, c.SocketID+":"+channel)}})
+	c.Expect("pusher_internal:subscription_succeeded")
+}
+
+// Presence is the presence part of subscription_succeeded.
+type Presence struct {
+	Count int                        `json:"count"`
+	IDs   []json.RawMessage          `json:"ids"`
+	Hash  map[string]json.RawMessage `json:"hash"`
+}
+
+// JoinPresence joins a presence channel as userID (a JSON value) and returns the members.
+func (c *Client) JoinPresence(channel, userID string) Presence {
+	c.t.Helper()
+	cd := `{"user_id":` + userID + `,"user_info":{"n":` + userID + `}}`
+	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel,
+		"channel_data": cd, "auth": App.Key + ":" + pusher.Sign(App.Secret, c.SocketID+":"+channel+":"+cd)}})
+	m := c.Expect("pusher_internal:subscription_succeeded")
+	var d struct {
+		Presence Presence `json:"presence"`
+	}
+	if err := json.Unmarshal([]byte(m["data"].(string)), &d); err != nil {
+		c.t.Fatalf("presence data: %v", err)
+	}
+	return d.Presence
+}
+
+// Unsubscribe leaves a channel.
+func (c *Client) Unsubscribe(channel string) {
+	c.Send(map[string]any{"event": "pusher:unsubscribe", "data": map[string]any{"channel": channel}})
+}
+
+// MemberEvent decodes member_added / member_removed data.
+func MemberEvent(m map[string]any) string {
+	var d struct {
+		UserID json.RawMessage `json:"user_id"`
+	}
+	_ = json.Unmarshal([]byte(m["data"].(string)), &d)
+	return string(d.UserID)
+}
+
+// API calls the signed HTTP API of node n and decodes the JSON answer.
+func (n *Node) API(t testing.TB, method, path string, params url.Values, body any) (int, map[string]any) {
+	t.Helper()
+	var raw []byte
+	if body != nil {
+		raw, _ = json.Marshal(body)
+	}
+	q := url.Values{}
+	for k, v := range params {
+		q[k] = v
+	}
+	q.Set("auth_key", App.Key)
+	q.Set("auth_timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+	q.Set("auth_version", "1.0")
+	if len(raw) > 0 {
+		sum := md5.Sum(raw)
+		q.Set("body_md5", hex.EncodeToString(sum[:]))
+	}
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + q.Get(k)
+	}
+	q.Set("auth_signature", pusher.Sign(App.Secret, method+"\n"+path+"\n"+strings.Join(parts, "&")))
+	req, _ := http.NewRequest(method, n.URL+path+"?"+q.Encode(), strings.NewReader(string(raw)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on node %d: %v", method, path, n.Index, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// Trigger publishes an event through node n.
+func (n *Node) Trigger(t testing.TB, channel, event, data string) {
+	t.Helper()
+	if code, body := n.API(t, "POST", "/apps/"+App.ID+"/events", nil,
+		map[string]any{"name": event, "channel": channel, "data": data}); code != 200 {
+		t.Fatalf("trigger on node %d: %d %v", n.Index, code, body)
+	}
+}

@@ -1,0 +1,487 @@
+// Package cluster is the pusher.Adapter of a cluster: it delivers messages to
+// other nodes over the inter-node streams, keeps presence and channel
+// occupancy in the Raft-replicated state, and answers cluster-wide queries.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/soketi-go/soketi/pkg/cluster/stream"
+	"github.com/soketi-go/soketi/pkg/consensus"
+	"github.com/soketi-go/soketi/pkg/pusher"
+)
+
+// Replica is the consensus layer as the adapter uses it.
+type Replica interface {
+	Apply(ctx context.Context, cmd consensus.Command) (consensus.Result, error)
+	FSM() *consensus.FSM
+	Registered() bool
+	IsLeader() bool
+}
+
+// Streams is the data plane as the adapter uses it.
+type Streams interface {
+	Send(ctx context.Context, peer string, m stream.Message) error
+	Broadcast(ctx context.Context, m stream.Message, peers []string) error
+}
+
+// Config configures an Adapter.
+type Config struct {
+	NodeID      string
+	Incarnation uint64
+	// RequestTimeout bounds a cluster-wide query (ADAPTER_CLUSTER_REQUESTS_TIMEOUT).
+	RequestTimeout time.Duration
+	// ApplyTimeout bounds a presence or occupancy write made for a client.
+	ApplyTimeout time.Duration
+	// CountsInterval is how often socket counts are sent to the other nodes.
+	CountsInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// Adapter implements pusher.Adapter for a cluster.
+type Adapter struct {
+	cfg     Config
+	log     *slog.Logger
+	local   *pusher.LocalAdapter
+	replica Replica
+	streams Streams
+
+	handler atomic.Pointer[handlerBox]
+
+	peersMu sync.RWMutex
+	peers   []string // alive peers with a stream address, self excluded
+
+	countsMu sync.Mutex
+	counts   map[string]nodeCounts // peer → its latest per-app socket counts
+
+	queries *queries
+	retry   *retryQueue
+}
+
+type handlerBox struct{ h pusher.Handler }
+
+type nodeCounts struct {
+	apps map[string]int
+	at   time.Time
+}
+
+var _ pusher.Adapter = (*Adapter)(nil)
+
+// New returns an adapter over local delivery, the replica and the streams.
+// The streams' deliver callback must be wired to Deliver.
+func New(cfg Config, local *pusher.LocalAdapter, replica Replica, streams Streams) *Adapter {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 2 * time.Second
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 3 * time.Second
+	}
+	if cfg.CountsInterval <= 0 {
+		cfg.CountsInterval = time.Second
+	}
+	a := &Adapter{
+		cfg: cfg, log: cfg.Logger.With("component", "cluster"),
+		local: local, replica: replica, streams: streams,
+		counts: map[string]nodeCounts{},
+	}
+	a.queries = newQueries(a)
+	a.retry = newRetryQueue(a)
+	return a
+}
+
+// SetHandler receives the server, which announces transitions.
+func (a *Adapter) SetHandler(h pusher.Handler) { a.handler.Store(&handlerBox{h}) }
+
+func (a *Adapter) announce(ctx context.Context, app string, t pusher.Transition) {
+	if b := a.handler.Load(); b != nil {
+		b.h.Announce(ctx, app, t)
+	}
+}
+
+// Local returns the adapter of this node's own connections.
+func (a *Adapter) Local() *pusher.LocalAdapter { return a.local }
+
+// SetPeers sets the alive peers messages may go to.
+func (a *Adapter) SetPeers(ids []string) {
+	peers := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if id != a.cfg.NodeID {
+			peers = append(peers, id)
+		}
+	}
+	a.peersMu.Lock()
+	a.peers = peers
+	a.peersMu.Unlock()
+	a.countsMu.Lock()
+	alive := map[string]bool{}
+	for _, p := range peers {
+		alive[p] = true
+	}
+	for id := range a.counts {
+		if !alive[id] {
+			delete(a.counts, id)
+		}
+	}
+	a.countsMu.Unlock()
+}
+
+func (a *Adapter) alivePeers() []string {
+	a.peersMu.RLock()
+	defer a.peersMu.RUnlock()
+	return a.peers
+}
+
+// Run sends this node's socket counts and retries failed replica writes
+// until ctx ends.
+func (a *Adapter) Run(ctx context.Context) {
+	go a.retry.run(ctx)
+	t := time.NewTicker(a.cfg.CountsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.sendCounts(ctx)
+		}
+	}
+}
+
+// AddSocket enforces the app's connection quota over the whole cluster:
+// this node's exact count plus the others' latest reports.
+func (a *Adapter) AddSocket(ctx context.Context, c *pusher.Conn) error {
+	if limit := c.App.ConnectionLimit(); limit >= 0 {
+		local, _ := a.local.SocketCount(ctx, c.App.ID)
+		if local+a.remoteSockets(c.App.ID)+1 > limit {
+			return pusher.ErrQuotaExceeded
+		}
+	}
+	return a.local.AddSocket(ctx, c)
+}
+
+// RemoveSocket forgets a local connection.
+func (a *Adapter) RemoveSocket(c *pusher.Conn) { a.local.RemoveSocket(c) }
+
+// SignIn records a local user; user messages are sent to every node.
+func (a *Adapter) SignIn(c *pusher.Conn, userID string) { a.local.SignIn(c, userID) }
+
+// ErrReplicaUnavailable means presence could not be changed because this node
+// cannot reach a quorum; it keeps serving what it has.
+var ErrReplicaUnavailable = errors.New("cluster: replicated state unavailable")
+
+// Subscribe joins c locally and, on this node's first subscriber or first
+// socket of a user, records the transition in the replicated state. The
+// cluster-wide transitions are decided when that write commits.
+func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string, m *pusher.Member) (pusher.JoinResult, error) {
+	app := c.App
+	fsm := a.replica.FSM()
+	if m != nil {
+		limit := app.MaxPresenceMembersPerChannel
+		if limit >= 0 && !fsm.IsMember(app.ID, channel, m.UserID) && fsm.MemberCount(app.ID, channel)+1 > limit {
+			return pusher.JoinResult{}, pusher.ErrMemberLimit
+		}
+	}
+	res, err := a.local.Subscribe(ctx, c, channel, m)
+	if err != nil {
+		return res, err
+	}
+	out := pusher.JoinResult{}
+	if m != nil {
+		if res.MemberAdded {
+			r, err := a.apply(ctx, consensus.PresenceJoin{App: app.ID, Channel: channel, UserID: m.UserID,
+				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
+			if err != nil {
+				// Undo the local join: the client is told the subscription
+				// failed. The write may still have committed (a timeout), so
+				// the member is resynced from the local state later.
+				// Occupancy was not proposed yet, so nothing else changed.
+				_, _ = a.local.Unsubscribe(ctx, c, channel)
+				a.retry.member(app.ID, channel, *m)
+				return pusher.JoinResult{}, fmt.Errorf("%w: %w", ErrReplicaUnavailable, err)
+			}
+			out.MemberAdded = r.MemberAdded
+			out.Members = toMembers(r.Members)
+		} else {
+			out.Members = toMembers(fsm.Members(app.ID, channel))
+		}
+	}
+	if res.Occupied {
+		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
+			Incarnation: a.cfg.Incarnation, Occupied: true})
+		if err != nil {
+			a.retry.occupancy(app.ID, channel)
+		} else {
+			out.Occupied = r.ChannelOccupied
+		}
+	}
+	return out, nil
+}
+
+// Unsubscribe leaves locally and records this node's last-socket transitions.
+// A write that cannot be made now is retried in the background from the
+// local state, so the replicated state converges to it.
+func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel string) (pusher.LeaveResult, error) {
+	res, err := a.local.Unsubscribe(ctx, c, channel)
+	if err != nil || !res.WasSubscribed {
+		return res, err
+	}
+	app := c.App
+	out := pusher.LeaveResult{WasSubscribed: true}
+	if m := res.RemovedMember; m != nil {
+		r, err := a.apply(ctx, consensus.PresenceLeave{App: app.ID, Channel: channel, UserID: m.UserID,
+			Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
+		switch {
+		case err != nil:
+			a.retry.member(app.ID, channel, *m)
+		case r.MemberRemoved:
+			out.RemovedMember = m
+		}
+	}
+	if res.Vacated {
+		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
+			Incarnation: a.cfg.Incarnation, Occupied: false})
+		if err != nil {
+			a.retry.occupancy(app.ID, channel)
+		} else {
+			out.Vacated = r.ChannelVacated
+		}
+	}
+	return out, nil
+}
+
+func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ApplyTimeout)
+	defer cancel()
+	return a.replica.Apply(ctx, cmd)
+}
+
+// Publish delivers locally and sends the frame to every other alive node,
+// which delivers it to its own subscribers, if any.
+//
+// Routing by the replicated occupancy would spare nodes without subscribers,
+// but a replica learns of a commit up to a heartbeat later: a node that just
+// got its first subscriber would miss publishes made meanwhile through a
+// node whose replica lags. A receiver with no subscriber drops a message
+// with one map lookup, so every node gets every message.
+func (a *Adapter) Publish(ctx context.Context, appID, channel string, f pusher.Frame, except string) (int, error) {
+	n, _ := a.local.Publish(ctx, appID, channel, f, except)
+	peers := a.alivePeers()
+	if len(peers) == 0 {
+		return n, nil
+	}
+	err := a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel,
+		Except: except, Payload: f}, peers)
+	if err != nil {
+		a.log.Warn("publish to other nodes incomplete", "app_id", appID, "channel", channel, "err", err)
+	}
+	return n, err
+}
+
+// SendToUser delivers to the user's connections on every node.
+func (a *Adapter) SendToUser(ctx context.Context, appID, userID string, f pusher.Frame) (int, error) {
+	n, _ := a.local.SendToUser(ctx, appID, userID, f)
+	return n, a.toAll(ctx, stream.Message{Kind: stream.KindToUser, App: appID, Channel: userID, Payload: f})
+}
+
+// TerminateUser disconnects the user's connections on every node.
+func (a *Adapter) TerminateUser(ctx context.Context, appID, userID string) error {
+	_ = a.local.TerminateUser(ctx, appID, userID)
+	return a.toAll(ctx, stream.Message{Kind: stream.KindTerminateUser, App: appID, Channel: userID})
+}
+
+func (a *Adapter) toAll(ctx context.Context, m stream.Message) error {
+	peers := a.alivePeers()
+	if len(peers) == 0 {
+		return nil
+	}
+	return a.streams.Broadcast(ctx, m, peers)
+}
+
+// SocketCount is this node's count plus the others' latest reports.
+func (a *Adapter) SocketCount(ctx context.Context, appID string) (int, error) {
+	n, _ := a.local.SocketCount(ctx, appID)
+	return n + a.remoteSockets(appID), nil
+}
+
+func (a *Adapter) remoteSockets(appID string) int {
+	a.countsMu.Lock()
+	defer a.countsMu.Unlock()
+	total := 0
+	for _, c := range a.counts {
+		total += c.apps[appID]
+	}
+	return total
+}
+
+// Channels sums every alive node's subscription counts; user counts come
+// from the replicated presence state.
+func (a *Adapter) Channels(ctx context.Context, appID string) (map[string]pusher.ChannelInfo, error) {
+	out, err := a.local.Channels(ctx, appID)
+	if err != nil {
+		return nil, err
+	}
+	for _, remote := range a.queries.gather(ctx, query{Op: opChannels, App: appID}) {
+		for name, count := range remote.Channels {
+			ci := out[name]
+			ci.SubscriptionCount += count
+			out[name] = ci
+		}
+	}
+	users := a.replica.FSM().Channels(appID)
+	for name, ci := range out {
+		ci.UserCount = users[name].Users
+		out[name] = ci
+	}
+	return out, nil
+}
+
+// Channel answers for one channel over the whole cluster.
+func (a *Adapter) Channel(ctx context.Context, appID, channel string) (pusher.ChannelInfo, error) {
+	ci, err := a.local.Channel(ctx, appID, channel)
+	if err != nil {
+		return ci, err
+	}
+	for _, remote := range a.queries.gather(ctx, query{Op: opChannel, App: appID, Channel: channel}) {
+		ci.SubscriptionCount += remote.Channels[channel]
+	}
+	ci.UserCount = a.replica.FSM().MemberCount(appID, channel)
+	return ci, nil
+}
+
+// Members lists a presence channel's members from the replicated state.
+func (a *Adapter) Members(_ context.Context, appID, channel string) ([]pusher.Member, error) {
+	return toMembers(a.replica.FSM().Members(appID, channel)), nil
+}
+
+func toMembers(ms []consensus.Member) []pusher.Member {
+	out := make([]pusher.Member, len(ms))
+	for i, m := range ms {
+		out[i] = pusher.Member(m)
+	}
+	return out
+}
+
+// Deliver handles a message from another node; it runs on the stream's
+// reader and never blocks.
+func (a *Adapter) Deliver(from string, m stream.Message) {
+	ctx := context.Background()
+	switch m.Kind {
+	case stream.KindPublish:
+		_, _ = a.local.Publish(ctx, m.App, m.Channel, pusher.Frame(m.Payload), m.Except)
+	case stream.KindToUser:
+		_, _ = a.local.SendToUser(ctx, m.App, m.Channel, pusher.Frame(m.Payload))
+	case stream.KindTerminateUser:
+		_ = a.local.TerminateUser(ctx, m.App, m.Channel)
+	case stream.KindControl:
+		a.control(from, m.Payload)
+	}
+}
+
+// control is the small JSON protocol nodes use besides messages: socket
+// count reports and cluster-wide queries.
+type control struct {
+	Type  string         `json:"t"`
+	Apps  map[string]int `json:"apps,omitempty"`
+	Query *query         `json:"q,omitempty"`
+	Reply *reply         `json:"r,omitempty"`
+}
+
+func (a *Adapter) control(from string, payload []byte) {
+	var c control
+	if json.Unmarshal(payload, &c) != nil {
+		return
+	}
+	switch c.Type {
+	case "counts":
+		a.countsMu.Lock()
+		if len(c.Apps) <= maxReportedApps {
+			a.counts[from] = nodeCounts{apps: c.Apps, at: time.Now()}
+		}
+		a.countsMu.Unlock()
+	case "query":
+		if c.Query != nil {
+			a.queries.answer(from, *c.Query)
+		}
+	case "reply":
+		if c.Reply != nil {
+			a.queries.resolve(from, *c.Reply)
+		}
+	}
+}
+
+// maxReportedApps bounds one node's count report.
+const maxReportedApps = 100_000
+
+func (a *Adapter) sendCounts(ctx context.Context) {
+	peers := a.alivePeers()
+	if len(peers) == 0 {
+		return
+	}
+	b, err := json.Marshal(control{Type: "counts", Apps: a.local.AppSocketCounts()})
+	if err != nil {
+		return
+	}
+	_ = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindControl, Payload: b}, peers)
+}
+
+// OnApply runs on every node for every committed command. A node purge
+// (a dead or restarted node) removes members and empties channels that no
+// local socket left: every node tells its own subscribers, and the leader,
+// which proposed the purge, sends the webhooks.
+func (a *Adapter) OnApply(r consensus.Result) {
+	if len(r.Removed) == 0 && len(r.Vacated) == 0 {
+		return
+	}
+	ctx := context.Background()
+	leader := a.replica.IsLeader()
+	for _, rm := range r.Removed {
+		m := pusher.Member(rm.Member)
+		f := pusher.TextFrame(pusher.MemberRemovedJSON(rm.Channel, m))
+		_, _ = a.local.Publish(ctx, rm.App, rm.Channel, f, "")
+		if leader {
+			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true})
+		}
+	}
+	if leader {
+		for _, v := range r.Vacated {
+			a.announce(ctx, v.App, pusher.Transition{Channel: v.Channel, Vacated: true, WebhooksOnly: true})
+		}
+	}
+}
+
+// Reannounce proposes this node's whole local state after its entries were
+// purged (restart, a false death, a merge). It supersedes pending retries.
+func (a *Adapter) Reannounce(ctx context.Context) {
+	a.retry.clear()
+	for _, ch := range a.local.LocalChannels() {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := a.apply(ctx, consensus.Occupancy{App: ch.App, Channel: ch.Channel, Node: a.cfg.NodeID,
+			Incarnation: a.cfg.Incarnation, Occupied: true}); err != nil {
+			a.retry.occupancy(ch.App, ch.Channel)
+		}
+		for _, m := range ch.Members {
+			r, err := a.apply(ctx, consensus.PresenceJoin{App: ch.App, Channel: ch.Channel, UserID: m.UserID,
+				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
+			if err != nil {
+				a.retry.member(ch.App, ch.Channel, m)
+				continue
+			}
+			if r.MemberAdded {
+				mm := m
+				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm})
+			}
+		}
+	}
+}

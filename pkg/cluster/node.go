@@ -1,0 +1,305 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/soketi-go/soketi/pkg/cluster/stream"
+	"github.com/soketi-go/soketi/pkg/consensus"
+	"github.com/soketi-go/soketi/pkg/gossip"
+	"github.com/soketi-go/soketi/pkg/pusher"
+)
+
+// leaveTimeout bounds the graceful leave on shutdown.
+const leaveTimeout = 3 * time.Second
+
+// NodeConfig configures this process's part of a cluster.
+type NodeConfig struct {
+	// Gossip configures discovery and membership; NodeID, Incarnation,
+	// RaftAddr and StreamAddr are filled in by Start.
+	Gossip gossip.Config
+	// DataDir holds the Raft data (CLUSTER_DATA_DIR).
+	DataDir string
+	// RaftPort is the Raft and forwarding port on Gossip.BindHost; 0 picks one.
+	RaftPort        int
+	ExpectedServers int
+	MasterTimeout   time.Duration
+	// ReapDelay is how long a dead node keeps its entries; 0 means the default.
+	ReapDelay      time.Duration
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Node is this process's part of the cluster: membership (gossip), the
+// replicated state (Raft), the message streams, and the adapter over them.
+type Node struct {
+	members *gossip.Members
+	raft    *consensus.Node
+	streams *stream.Streams
+	adapter *Adapter
+	logger  *slog.Logger
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// View is what GET /cluster shows: gossip's view, the Raft status and the streams.
+type View struct {
+	gossip.View
+	Raft    consensus.NodeStatus `json:"raft"`
+	Streams StreamView           `json:"streams"`
+}
+
+// StreamView summarises the inter-node streams.
+type StreamView struct {
+	Address   string `json:"address"`
+	Delivered uint64 `json:"delivered"`
+	Lost      uint64 `json:"lost"`
+	Dropped   uint64 `json:"dropped"`
+}
+
+// Start joins the cluster: it binds the streams, Raft and gossip sockets,
+// then runs them until ctx ends or Leave/Close is called. local delivers to
+// this process's connections.
+func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*Node, error) {
+	g := cfg.Gossip
+	if g.NodeID == "" {
+		return nil, fmt.Errorf("cluster: a node id is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if g.Logger == nil {
+		g.Logger = cfg.Logger
+	}
+	if g.Incarnation == 0 {
+		g.Incarnation = uint64(time.Now().UnixNano())
+	}
+	logger := cfg.Logger
+	adv, _ := gossip.AdvertiseAddr(g)
+	n := &Node{logger: logger}
+
+	var adapter *Adapter
+	var err error
+	n.streams, err = stream.New(stream.Config{
+		NodeID: g.NodeID, Incarnation: g.Incarnation, BindAddr: net.JoinHostPort(hostOr(g.BindHost), "0"),
+		SecretKey: g.SecretKey, Logger: logger,
+	}, func(from string, m stream.Message) { adapter.Deliver(from, m) })
+	if err != nil {
+		return nil, fmt.Errorf("cluster streams: %w", err)
+	}
+	membership := newMembership()
+	n.raft, err = consensus.New(consensus.Config{
+		NodeID:          g.NodeID,
+		Incarnation:     g.Incarnation,
+		Dir:             filepath.Join(cfg.DataDir, "raft"),
+		BindAddr:        net.JoinHostPort(hostOr(g.BindHost), strconv.Itoa(cfg.RaftPort)),
+		AdvertiseAddr:   net.JoinHostPort(adv.String(), strconv.Itoa(cfg.RaftPort)),
+		ExpectedServers: cfg.ExpectedServers,
+		MasterTimeout:   cfg.MasterTimeout,
+		ReapDelay:       cfg.ReapDelay,
+		OnApply:         func(r consensus.Result) { adapter.OnApply(r) },
+		OnRegistered:    func(ctx context.Context) { adapter.Reannounce(ctx) },
+		Logger:          logger,
+	}, membership)
+	if err != nil {
+		n.streams.Close()
+		return nil, fmt.Errorf("cluster raft: %w", err)
+	}
+	adapter = New(Config{
+		NodeID: g.NodeID, Incarnation: g.Incarnation, RequestTimeout: cfg.RequestTimeout, Logger: logger,
+	}, local, n.raft, n.streams)
+	n.adapter = adapter
+
+	g.RaftAddr = n.raft.Addr()
+	g.StreamAddr = n.streams.Addr()
+	n.members, err = gossip.New(g)
+	if err != nil {
+		n.raft.Shutdown()
+		n.streams.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	membership.members = n.members
+
+	ctx, n.cancel = context.WithCancel(ctx)
+	if err := n.streams.Start(ctx); err != nil {
+		n.members.Shutdown()
+		n.close()
+		return nil, fmt.Errorf("cluster streams: %w", err)
+	}
+	if err := n.members.Start(ctx); err != nil {
+		n.members.Shutdown()
+		n.close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.wg.Add(3)
+	go func() { defer n.wg.Done(); membership.run(ctx, n) }()
+	go func() { defer n.wg.Done(); _ = n.raft.Run(ctx) }()
+	go func() { defer n.wg.Done(); adapter.Run(ctx) }()
+
+	self := n.members.LocalNode()
+	logger.Info("cluster started", "node_id", self.ID, "gossip_address", self.GossipAddr,
+		"raft_address", n.raft.Addr(), "stream_address", n.streams.Addr(),
+		"discovery", n.members.View().Discovery.Mode, "expected_servers", cfg.ExpectedServers)
+	return n, nil
+}
+
+func hostOr(h string) string {
+	if h == "" {
+		return "0.0.0.0"
+	}
+	return h
+}
+
+// Adapter is the pusher.Adapter of the cluster.
+func (n *Node) Adapter() *Adapter { return n.adapter }
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.raft.ID() }
+
+// Raft is the consensus node (for status and tests).
+func (n *Node) Raft() *consensus.Node { return n.raft }
+
+// Members is the gossip membership (for status and tests).
+func (n *Node) Members() *gossip.Members { return n.members }
+
+// Status is what GET /cluster shows.
+func (n *Node) Status() View {
+	st := n.streams.Stats()
+	return View{
+		View: n.members.View(),
+		Raft: n.raft.Status(),
+		Streams: StreamView{Address: n.streams.Addr(), Delivered: st.Delivered, Lost: st.Lost,
+			Dropped: st.Dropped},
+	}
+}
+
+// Leave announces a graceful departure, so that peers mark this node "left"
+// at once, and hands Raft leadership over; then it stops.
+func (n *Node) Leave() {
+	if err := n.members.Leave(leaveTimeout); err != nil {
+		n.logger.Warn("cluster leave incomplete", "err", err)
+	}
+	n.close()
+}
+
+// Close stops everything without a leave notice, as a crash would look.
+func (n *Node) Close() {
+	n.members.Shutdown()
+	n.close()
+}
+
+func (n *Node) close() {
+	n.once.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.raft.Shutdown()
+		n.wg.Wait()
+		_ = n.streams.Close()
+	})
+}
+
+// membership adapts gossip to what consensus and the streams need: the
+// alive peers, their addresses, and changes as events.
+type membership struct {
+	members *gossip.Members
+	events  chan consensus.MemberEvent
+}
+
+// membershipEvents bounds the events waiting for the consensus layer; when
+// full the oldest is dropped: the leader reconciles against Alive anyway.
+const membershipEvents = 256
+
+func newMembership() *membership {
+	return &membership{events: make(chan consensus.MemberEvent, membershipEvents)}
+}
+
+func (m *membership) Alive() []consensus.Peer {
+	if m.members == nil {
+		return nil
+	}
+	alive := m.members.AliveMembers()
+	out := make([]consensus.Peer, 0, len(alive))
+	for _, mem := range alive {
+		out = append(out, consensus.Peer{ID: mem.ID, RaftAddr: mem.RaftAddr, Incarnation: mem.Incarnation})
+	}
+	return out
+}
+
+func (m *membership) Events() <-chan consensus.MemberEvent { return m.events }
+
+// run forwards gossip events to consensus and keeps the stream peers and the
+// adapter's routing in step with the alive members.
+func (m *membership) run(ctx context.Context, cn *Node) {
+	refresh := time.NewTicker(time.Second)
+	defer refresh.Stop()
+	defer close(m.events)
+	gossipEvents := m.members.Events()
+	m.refresh(cn)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-gossipEvents:
+			if !ok {
+				return
+			}
+			if t, ok := eventType(ev.Type); ok {
+				m.push(consensus.MemberEvent{Type: t, Peer: consensus.Peer{
+					ID: ev.Member.ID, RaftAddr: ev.Member.RaftAddr, Incarnation: ev.Member.Incarnation}})
+			}
+			m.refresh(cn)
+		case <-refresh.C:
+			m.refresh(cn)
+		}
+	}
+}
+
+func (m *membership) push(ev consensus.MemberEvent) {
+	for {
+		select {
+		case m.events <- ev:
+			return
+		default:
+		}
+		select {
+		case <-m.events:
+		default:
+		}
+	}
+}
+
+func (m *membership) refresh(cn *Node) {
+	alive := m.members.AliveMembers()
+	addrs := make(map[string]string, len(alive))
+	ids := make([]string, 0, len(alive))
+	for _, mem := range alive {
+		if mem.StreamAddr != "" {
+			addrs[mem.ID] = mem.StreamAddr
+			ids = append(ids, mem.ID)
+		}
+	}
+	cn.streams.SetPeers(addrs)
+	cn.adapter.SetPeers(ids)
+}
+
+func eventType(t gossip.EventType) (consensus.MemberEventType, bool) {
+	switch t {
+	case gossip.EventJoin:
+		return consensus.PeerJoin, true
+	case gossip.EventUpdate:
+		return consensus.PeerUpdate, true
+	case gossip.EventLeave:
+		return consensus.PeerLeft, true
+	case gossip.EventDead:
+		return consensus.PeerDead, true
+	}
+	return 0, false
+}

@@ -1,0 +1,160 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Node. main fills it from soketi's environment.
+type Config struct {
+	// NodeID is the stable raft server id (the gossip node id).
+	NodeID string
+	// Incarnation identifies this process's life (gossip's incarnation, its
+	// start time in Unix nanoseconds); default now. Entries of older lives
+	// are purged when it registers.
+	Incarnation uint64
+	// Dir holds the raft log, stable store and snapshots (CLUSTER_DATA_DIR).
+	// A restart with the same Dir rejoins with its own log.
+	Dir string
+	// BindAddr is the TCP address for raft and the forwarding RPC;
+	// port 0 picks a free one (see Node.Addr). Default "127.0.0.1:0".
+	BindAddr string
+	// AdvertiseAddr is what peers dial; a missing or zero port takes the
+	// bound port. Required when BindAddr has an unspecified IP.
+	AdvertiseAddr string
+	// ExpectedServers is how many alive members must be visible before the
+	// group is bootstrapped (CLUSTER_BOOTSTRAP_EXPECT). Default 1: a single
+	// node works alone.
+	ExpectedServers int
+	// MasterTimeout (CLUSTER_MASTER_TIMEOUT, default 2s) sets raft's
+	// timing; see DeriveTiming.
+	MasterTimeout time.Duration
+	// ReapDelay is how long a dead member stays in the raft configuration
+	// and keeps its presence entries before the leader removes it.
+	// Default 10s.
+	ReapDelay time.Duration
+	// ReconcileInterval is the leader's full membership reconcile period.
+	// Default 3s.
+	ReconcileInterval time.Duration
+	// ApplyTimeout bounds Apply when ctx has no deadline. Default 5s.
+	ApplyTimeout time.Duration
+	// Limits cap the replicated state.
+	Limits Limits
+	// OnApply is called with every applied Result on this node, in log
+	// order, on raft's apply goroutine: it must not block or call Apply.
+	OnApply func(Result)
+	// OnRegistered is called after this node's NodeUp committed: at start,
+	// after its entries were purged (NodeGone after a false death) and after
+	// a merge wiped its replica. The owner re-proposes its local presence
+	// and occupancy. It runs on its own goroutine; ctx ends at shutdown.
+	OnRegistered func(ctx context.Context)
+	Logger       *slog.Logger
+}
+
+const (
+	DefaultMasterTimeout     = 2 * time.Second
+	DefaultReapDelay         = 10 * time.Second
+	DefaultReconcileInterval = 3 * time.Second
+	DefaultApplyTimeout      = 5 * time.Second
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if err := checkName("node id", c.NodeID); err != nil {
+		return c, fmt.Errorf("consensus: %w", err)
+	}
+	if c.Dir == "" {
+		return c, errors.New("consensus: Dir is required")
+	}
+	if c.Incarnation == 0 {
+		c.Incarnation = uint64(time.Now().UnixNano())
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = "127.0.0.1:0"
+	}
+	if c.ExpectedServers <= 0 {
+		c.ExpectedServers = 1
+	}
+	if c.MasterTimeout <= 0 {
+		c.MasterTimeout = DefaultMasterTimeout
+	}
+	if c.ReapDelay <= 0 {
+		c.ReapDelay = DefaultReapDelay
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = DefaultApplyTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Limits = c.Limits.withDefaults()
+	return c, nil
+}
+
+// Timing is raft's timing derived from the master timeout.
+type Timing struct {
+	Heartbeat   time.Duration `json:"heartbeat"`
+	Election    time.Duration `json:"election"`
+	LeaderLease time.Duration `json:"leader_lease"`
+	Commit      time.Duration `json:"commit"`
+}
+
+// DeriveTiming maps CLUSTER_MASTER_TIMEOUT onto raft. A follower starts an
+// election after a random wait in [Heartbeat, 2×Heartbeat) without
+// contact, and a candidate retries after a random wait in [Election,
+// 2×Election). With Heartbeat = Election = MasterTimeout/2, a dead leader is
+// noticed within MasterTimeout and the first vote normally completes in a
+// few round trips, so a new leader is up within about MasterTimeout (plus
+// one Election wait if the first vote splits). The lease, after which a
+// leader that hears no quorum steps down, may not exceed Heartbeat; it is
+// set equal to it because reads are served from local replicas, not by a
+// leased leader, and a shorter lease makes a loaded host step down for
+// nothing (the in-flight commands then fail with an unknown outcome).
+// 200 ms is the floor: below it a loaded 2-core host flaps leaders.
+func DeriveTiming(masterTimeout time.Duration) Timing {
+	hb := max(masterTimeout/2, 200*time.Millisecond)
+	return Timing{
+		Heartbeat:   hb,
+		Election:    hb,
+		LeaderLease: hb,
+		Commit:      min(20*time.Millisecond, hb/10),
+	}
+}
+
+// Peer is a cluster member as the membership layer sees it.
+type Peer struct {
+	ID          string `json:"id"`
+	RaftAddr    string `json:"raft_addr"`
+	Incarnation uint64 `json:"incarnation"`
+}
+
+// MemberEventType names a membership change.
+type MemberEventType uint8
+
+const (
+	PeerJoin   MemberEventType = iota + 1 // became alive
+	PeerUpdate                            // alive, address changed
+	PeerLeft                              // left gracefully: removed at once
+	PeerDead                              // failed: removed after ReapDelay
+)
+
+// MemberEvent is a membership change.
+type MemberEvent struct {
+	Type MemberEventType
+	Peer Peer
+}
+
+// Membership is what the consensus layer needs from gossip; pkg/cluster
+// adapts gossip.Members to it. Events may drop under load: the leader also
+// reconciles against Alive periodically.
+type Membership interface {
+	// Alive returns the alive members, this node included.
+	Alive() []Peer
+	// Events delivers changes; it is closed at gossip shutdown.
+	Events() <-chan MemberEvent
+}

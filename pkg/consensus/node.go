@@ -1,0 +1,557 @@
+// Package consensus replicates presence, channel occupancy and node
+// incarnations over a hashicorp/raft group. See DESIGN.md.
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+var (
+	// ErrNotLeader is returned by leader-only operations on a follower.
+	ErrNotLeader = errors.New("consensus: not leader")
+	// ErrNoLeader: no leader was known for the whole wait.
+	ErrNoLeader = errors.New("consensus: no leader")
+	// ErrTimeout: the wait ended with the outcome unknown (the command may
+	// still commit), or committed but not yet applied on this node.
+	ErrTimeout = errors.New("consensus: timeout")
+	// ErrShutdown is returned after Shutdown.
+	ErrShutdown = errors.New("consensus: shut down")
+)
+
+// Node is this process's member of the raft group.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	timing  Timing
+	fsm     *FSM
+	members Membership
+	mux     *mux
+	rpc     *rpcClient
+
+	mu    sync.RWMutex
+	r     *raft.Raft // nil while being re-created
+	store *raftboltdb.BoltStore
+
+	registerPoke chan struct{}     // cap 1: coalesced "check my registration"
+	resetReq     chan resetRequest // cap 1: a pending wipe
+
+	stats    counters
+	ctx      context.Context // ends at Shutdown
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  atomic.Bool
+	shutOnce sync.Once
+}
+
+// New opens the stores in cfg.Dir, binds the raft/RPC port and starts raft
+// (rejoining with the stored log if there is one). Bootstrap, registration
+// and membership reconcile start with Run.
+func New(cfg Config, members Membership) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if members == nil {
+		return nil, errors.New("consensus: Membership is required")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("consensus: data dir: %w", err)
+	}
+	log := cfg.Logger.With("component", "consensus", "node_id", cfg.NodeID)
+	m, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:          cfg,
+		log:          log,
+		timing:       DeriveTiming(cfg.MasterTimeout),
+		fsm:          NewFSM(cfg.Limits),
+		members:      members,
+		mux:          m,
+		rpc:          newRPCClient(),
+		registerPoke: make(chan struct{}, 1),
+		resetReq:     make(chan resetRequest, 1),
+		ctx:          ctx,
+		cancel:       cancel,
+	}
+	n.fsm.SetObserver(n.observe)
+	if err := n.openRaft(); err != nil {
+		cancel()
+		m.close()
+		return nil, err
+	}
+	m.start(func(c net.Conn) { serveRPCConn(c, n) })
+	log.Info("raft started", "addr", string(m.adv), "heartbeat", n.timing.Heartbeat, "expected_servers", cfg.ExpectedServers)
+	return n, nil
+}
+
+func (n *Node) observe(res Result) {
+	if res.Node == n.cfg.NodeID && (res.Type == CmdNodeGone || res.Type == CmdNodeUp) {
+		n.poke()
+	}
+	if n.cfg.OnApply != nil {
+		n.cfg.OnApply(res)
+	}
+}
+
+func (n *Node) poke() {
+	select {
+	case n.registerPoke <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.HeartbeatTimeout = n.timing.Heartbeat
+	rc.ElectionTimeout = n.timing.Election
+	rc.LeaderLeaseTimeout = n.timing.LeaderLease
+	rc.CommitTimeout = n.timing.Commit
+	// A removed node keeps running so that the leader can add it back
+	// (after a long partition, or a merge).
+	rc.ShutdownOnRemove = false
+	// The state is small (presence and occupancy); snapshot often so a new
+	// or wiped node catches up from a snapshot rather than a long log.
+	rc.SnapshotThreshold = 4096
+	rc.TrailingLogs = 4096
+	rc.Logger = newHCLogAdapter(n.log, "raft")
+	return rc
+}
+
+func (n *Node) openRaft() error {
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(n.cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("consensus: open log store: %w", err)
+	}
+	hl := newHCLogAdapter(n.log, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.Dir, 2, hl)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("consensus: open snapshot store: %w", err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("consensus: log cache: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  n.mux.stream(),
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hl,
+	})
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("consensus: start raft: %w", err)
+	}
+	n.mu.Lock()
+	n.r, n.store = r, store
+	n.mu.Unlock()
+	return nil
+}
+
+// closeRaft stops raft (without a leadership transfer) and closes the store.
+func (n *Node) closeRaft() {
+	n.mu.Lock()
+	r, store := n.r, n.store
+	n.r, n.store = nil, nil
+	n.mu.Unlock()
+	if r != nil {
+		if err := r.Shutdown().Error(); err != nil {
+			n.log.Warn("raft shutdown", "err", err)
+		}
+	}
+	if store != nil {
+		if err := store.Close(); err != nil {
+			n.log.Warn("close log store", "err", err)
+		}
+	}
+}
+
+// wipe replaces this node's raft state by an empty one: used when this node
+// is in a group that lost a merge. The FSM is emptied too, since the
+// winner's log or snapshot is replayed onto it.
+func (n *Node) wipe() error {
+	n.closeRaft()
+	for _, p := range []string{filepath.Join(n.cfg.Dir, "raft.db"), filepath.Join(n.cfg.Dir, "snapshots")} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("consensus: wipe %s: %w", p, err)
+		}
+	}
+	n.fsm.reset()
+	n.stats.resets.Add(1)
+	return n.openRaft()
+}
+
+func (n *Node) raft() *raft.Raft {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.r
+}
+
+// Run bootstraps when due, keeps this node registered in the FSM and, while
+// leader, reconciles the raft configuration with the membership. It returns
+// after ctx ends and the node has shut down.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("consensus: Run called twice")
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		n.registerLoop(n.ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.controlLoop(n.ctx)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-n.ctx.Done():
+	}
+	n.Shutdown()
+	return nil
+}
+
+// Shutdown transfers leadership if this node leads, then stops raft and
+// the listener. It is idempotent.
+func (n *Node) Shutdown() {
+	n.shutdown(true)
+}
+
+func (n *Node) shutdown(transfer bool) {
+	n.shutOnce.Do(func() {
+		if r := n.raft(); transfer && r != nil && r.State() == raft.Leader && n.numServers() > 1 {
+			if err := r.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer", "err", err)
+			}
+		}
+		n.cancel()
+		n.wg.Wait()
+		n.closeRaft()
+		n.rpc.close()
+		n.mux.close()
+		n.log.Info("raft stopped")
+	})
+}
+
+func (n *Node) numServers() int {
+	servers, _ := n.configuration()
+	return len(servers)
+}
+
+// configuration returns the latest raft configuration of this node.
+func (n *Node) configuration() ([]raft.Server, error) {
+	r := n.raft()
+	if r == nil {
+		return nil, ErrShutdown
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Addr is the advertised raft/RPC address (the actual port when bound to 0).
+func (n *Node) Addr() string { return string(n.mux.adv) }
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Incarnation is this process's incarnation.
+func (n *Node) Incarnation() uint64 { return n.cfg.Incarnation }
+
+// FSM is the local replica, for reads.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Timing is the raft timing in use.
+func (n *Node) Timing() Timing { return n.timing }
+
+// IsLeader reports whether this node currently leads. Only the leader sends
+// webhooks for transitions; Result.WebhookID makes a retry by a new leader
+// idempotent.
+func (n *Node) IsLeader() bool {
+	r := n.raft()
+	return r != nil && r.State() == raft.Leader
+}
+
+// Leader returns the current leader's id and address, empty if unknown.
+func (n *Node) Leader() (id, addr string) {
+	r := n.raft()
+	if r == nil {
+		return "", ""
+	}
+	a, i := r.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Registered reports whether this node's NodeUp at its incarnation has been
+// applied to the local replica.
+func (n *Node) Registered() bool {
+	inc, ok := n.fsm.Incarnation(n.cfg.NodeID)
+	return ok && inc == n.cfg.Incarnation
+}
+
+// Apply commits cmd through the leader (forwarding from a follower) and
+// returns its Result once this node's replica has applied it, so a read
+// of FSM after Apply sees the write. While there is no leader it retries
+// until ctx's deadline (ApplyTimeout if ctx has none). Errors: ErrNoLeader,
+// ErrTimeout (outcome unknown, or committed but the local replica is
+// behind: Result is then set), ErrShutdown, and for a committed command
+// that was not applied, Result.Err (ErrStale, ErrLimit, ErrBadCommand).
+func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
+	data, err := EncodeCommand(cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+		defer cancel()
+	}
+	res, err := n.commit(ctx, data)
+	if err != nil {
+		n.stats.errors.Add(1)
+		switch {
+		case errors.Is(err, ErrNoLeader):
+			n.stats.noLeader.Add(1)
+		case errors.Is(err, ErrTimeout):
+			n.stats.timeouts.Add(1)
+		}
+		return Result{}, fmt.Errorf("apply %s: %w", cmd.Type(), err)
+	}
+	n.stats.applies.Add(1)
+	if err := n.fsm.WaitApplied(ctx, res.Index); err != nil {
+		n.stats.timeouts.Add(1)
+		return res, fmt.Errorf("apply %s: committed at %d: %w: %w", cmd.Type(), res.Index, ErrTimeout, err)
+	}
+	return res, res.Err()
+}
+
+// commit loops until the command is committed, definitely failed, or ctx ends.
+func (n *Node) commit(ctx context.Context, data []byte) (Result, error) {
+	backoff := 10 * time.Millisecond
+	lastErr := ErrNoLeader
+	for {
+		select {
+		case <-n.ctx.Done():
+			return Result{}, ErrShutdown
+		default:
+		}
+		r := n.raft()
+		var (
+			res   Result
+			err   error
+			retry bool
+		)
+		switch addr, id := n.leaderOf(r); {
+		case r != nil && r.State() == raft.Leader:
+			res, err, retry = n.applyLocal(ctx, r, data)
+		case addr != "" && id != n.cfg.NodeID:
+			n.stats.forwards.Add(1)
+			res, err, retry = n.forward(ctx, addr, data)
+		default:
+			err, retry = ErrNoLeader, true
+		}
+		if !retry {
+			return res, err
+		}
+		lastErr = err
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(lastErr, ErrNoLeader) {
+				return Result{}, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+			}
+			return Result{}, fmt.Errorf("%w: %w (last error: %w)", ErrTimeout, ctx.Err(), lastErr)
+		case <-n.ctx.Done():
+			t.Stop()
+			return Result{}, ErrShutdown
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+func (n *Node) leaderOf(r *raft.Raft) (addr, id string) {
+	if r == nil {
+		return "", ""
+	}
+	a, i := r.LeaderWithID()
+	return string(a), string(i)
+}
+
+// applyLocal applies on this node as leader. retry is true only when the
+// command was certainly not appended.
+func (n *Node) applyLocal(ctx context.Context, r *raft.Raft, data []byte) (res Result, err error, retry bool) {
+	enqueue := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		enqueue = max(time.Until(dl), time.Millisecond)
+	}
+	f := r.Apply(data, enqueue)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err()), false
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		return Result{}, err, true
+	case errors.Is(err, raft.ErrRaftShutdown):
+		if n.ctx.Err() != nil {
+			return Result{}, ErrShutdown, false
+		}
+		// Raft is being re-created after a wipe: what it held is gone
+		// with the old state, so trying again is safe.
+		return Result{}, err, true
+	default: // ErrLeadershipLost and the like: it may still commit.
+		return Result{}, fmt.Errorf("%w: %w", ErrTimeout, err), false
+	}
+	res, ok := f.Response().(Result)
+	if !ok {
+		return Result{}, fmt.Errorf("consensus: FSM returned %T", f.Response()), false
+	}
+	return res, nil, false
+}
+
+// forward sends the command to the leader at addr.
+func (n *Node) forward(ctx context.Context, addr string, data []byte) (Result, error, bool) {
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	payload := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(data)), uint32(max(timeout.Milliseconds(), 1)))
+	payload = append(payload, data...)
+	resp, err := n.rpc.call(ctx, addr, opApply, payload)
+	var re *remoteError
+	switch {
+	case err == nil:
+	case errors.Is(err, errDial):
+		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), true
+	case errors.As(err, &re) && re.code == codeNotLeader:
+		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), true
+	case errors.As(err, &re) && re.code == codeFailed:
+		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), false
+	default:
+		return Result{}, fmt.Errorf("%w: forward to %s: %w", ErrTimeout, addr, err), false
+	}
+	var res Result
+	if err := json.Unmarshal(resp, &res); err != nil {
+		return Result{}, fmt.Errorf("forward to %s: decode result: %w", addr, err), false
+	}
+	return res, nil, false
+}
+
+// serveApply handles a forwarded command.
+func (n *Node) serveApply(data []byte, timeout time.Duration) (byte, []byte) {
+	n.stats.forwardsServed.Add(1)
+	r := n.raft()
+	if r == nil || r.State() != raft.Leader {
+		return codeNotLeader, []byte(ErrNotLeader.Error())
+	}
+	if _, err := DecodeCommand(data); err != nil {
+		return codeFailed, []byte(err.Error())
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, min(max(timeout, time.Millisecond), time.Minute))
+	defer cancel()
+	res, err, retry := n.applyLocal(ctx, r, data)
+	switch {
+	case err == nil:
+		b, err := json.Marshal(res)
+		if err != nil { // applied, but the result cannot be sent
+			return codeUnknown, []byte(err.Error())
+		}
+		return codeOK, b
+	case retry:
+		return codeNotLeader, []byte(err.Error())
+	case errors.Is(err, ErrShutdown):
+		return codeFailed, []byte(err.Error())
+	default:
+		return codeUnknown, []byte(err.Error())
+	}
+}
+
+func (n *Node) serveStatus() peerStatus {
+	st := peerStatus{ID: n.cfg.NodeID}
+	if servers, err := n.configuration(); err == nil {
+		st.Servers = serverIDs(servers)
+		st.HasState = len(servers) > 0
+	}
+	st.LeaderID, st.LeaderAddr = n.Leader()
+	if r := n.raft(); r != nil {
+		st.LastIndex = r.LastIndex()
+	}
+	return st
+}
+
+func serverIDs(servers []raft.Server) []string {
+	ids := make([]string, 0, len(servers))
+	for _, s := range servers {
+		ids = append(ids, string(s.ID))
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// serveReset accepts a wipe request only if the requester's group wins the
+// merge rule against this node's own group, so a confused or stale leader
+// cannot wipe a winning group.
+func (n *Node) serveReset(req resetRequest) error {
+	servers, err := n.configuration()
+	if err != nil {
+		return err
+	}
+	ours := serverIDs(servers)
+	if len(ours) == 0 {
+		return nil // already fresh
+	}
+	if slices.Contains(req.Servers, n.cfg.NodeID) || !groupWins(req.Servers, ours) {
+		return fmt.Errorf("consensus: group %v does not win against %v", req.Servers, ours)
+	}
+	select {
+	case n.resetReq <- req:
+	default: // a reset is already pending
+	}
+	return nil
+}
+
+// groupWins is the merge rule: the group whose lowest server id is lower
+// wins; ties (impossible for disjoint groups) compare the full sorted lists.
+func groupWins(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) > 0
+	}
+	if a[0] != b[0] {
+		return a[0] < b[0]
+	}
+	return slices.Compare(a, b) < 0
+}
