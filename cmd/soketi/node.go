@@ -60,6 +60,9 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		m = n.metrics
 		n.metrics.ObserveWebhooks(func() metrics.WebhookStats { return metrics.WebhookStats(n.webhooks.Stats()) })
 		n.metrics.ObserveLimiter(func() metrics.LimiterStats { return metrics.LimiterStats(lim.Stats()) })
+		if n.cluster != nil {
+			n.metrics.ObserveCluster(func() metrics.ClusterStats { return clusterFigures(n.cluster.Figures()) })
+		}
 	}
 	n.server = pusher.New(pusher.Options{
 		Apps:                      apps,
@@ -165,4 +168,36 @@ func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics) h
 		r.Get(p+"/metrics", m.Handler().ServeHTTP)
 	}
 	return r
+}
+
+// clusterFigures maps the cluster's counters onto the metrics package's.
+func clusterFigures(f cluster.Figures) metrics.ClusterStats {
+	lastContact := float64(f.Raft.LastContactMs) / 1000
+	if f.Raft.LastContactMs < 0 {
+		lastContact = -1
+	}
+	g := f.Gossip
+	return metrics.ClusterStats{
+		Members:                f.Members,
+		BeaconsSent:            g.BeaconsSent,
+		BeaconsReceived:        g.BeaconsReceived,
+		BeaconsDropped:         g.DroppedMalformed + g.DroppedOversized + g.DroppedVersion + g.DroppedCluster,
+		RaftLeader:             f.Raft.State == "leader",
+		RaftTerm:               f.Raft.Term,
+		RaftCommitIndex:        f.Raft.CommitIndex,
+		RaftAppliedIndex:       f.Raft.AppliedIndex,
+		RaftLastContactSeconds: lastContact,
+		RaftApplies:            f.Raft.Stats.Applies,
+		RaftErrors:             f.Raft.Stats.Errors,
+		RaftForwards:           f.Raft.Stats.Forwards,
+		StreamsSent:            f.Streams.Sent,
+		StreamsDelivered:       f.Streams.Delivered,
+		StreamsRetransmitted:   f.Streams.Retransmitted,
+		StreamsDropped:         f.Streams.Dropped,
+		StreamsLost:            f.Streams.Lost,
+		StreamsDuplicates:      f.Streams.Duplicates,
+		StreamsBackpressure:    f.Streams.Backpressure,
+		StreamsReconnects:      f.Streams.Reconnects,
+		StreamsQueuedBytes:     f.StreamsQueued,
+	}
 }

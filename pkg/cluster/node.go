@@ -303,3 +303,24 @@ func eventType(t gossip.EventType) (consensus.MemberEventType, bool) {
 	}
 	return 0, false
 }
+
+// Figures are the counters of membership, Raft and the streams, for metrics.
+type Figures struct {
+	Members       map[string]int
+	Gossip        gossip.Stats
+	Raft          consensus.NodeStatus
+	Streams       stream.Stats
+	StreamsQueued int
+}
+
+// Figures reads the node's counters.
+func (n *Node) Figures() Figures {
+	f := Figures{Members: map[string]int{}, Gossip: n.members.Stats(), Raft: n.raft.Status(), Streams: n.streams.Stats()}
+	for _, m := range n.members.View().Members {
+		f.Members[string(m.State)]++
+	}
+	for _, p := range f.Streams.Peers {
+		f.StreamsQueued += p.QueuedBytes
+	}
+	return f
+}

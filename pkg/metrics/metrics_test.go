@@ -262,3 +262,45 @@ func TestMetrics_HotPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("allocs per call = %v, want 0", allocs)
 	}
 }
+
+func TestMetrics_Cluster(t *testing.T) {
+	m, err := New(Config{Prefix: "soketi_", Port: 6001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	m.ObserveCluster(func() ClusterStats {
+		calls++
+		return ClusterStats{Members: map[string]int{"alive": 3, "dead": 1}, RaftLeader: true, RaftTerm: 4,
+			RaftCommitIndex: 9, StreamsDelivered: 12, StreamsLost: 1, RaftLastContactSeconds: -1}
+	})
+	fams := scrape(t, m)
+	for name, want := range map[string]float64{
+		"soketi_raft_leader": 1, "soketi_raft_term": 4, "soketi_raft_commit_index": 9,
+		"soketi_streams_delivered_total": 12, "soketi_streams_lost_total": 1, "soketi_raft_last_contact_seconds": -1,
+	} {
+		f := fams[name]
+		if f == nil {
+			t.Fatalf("%s missing", name)
+		}
+		mm := f.GetMetric()[0]
+		got := mm.GetGauge().GetValue() + mm.GetCounter().GetValue()
+		if got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	alive := 0.0
+	for _, mm := range fams["soketi_cluster_members"].GetMetric() {
+		for _, l := range mm.GetLabel() {
+			if l.GetName() == "state" && l.GetValue() == "alive" {
+				alive = mm.GetGauge().GetValue()
+			}
+		}
+	}
+	if alive != 3 {
+		t.Errorf("alive members = %v", alive)
+	}
+	if calls != 1 {
+		t.Errorf("stats read %d times in one scrape, want 1", calls)
+	}
+}

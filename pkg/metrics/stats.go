@@ -1,6 +1,11 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // WebhookStats are the webhook sender's counters, read at scrape time.
 // Counts are of payloads (HTTP requests), not of events.
@@ -64,4 +69,83 @@ func (m *Metrics) gaugeFunc(name, help string, f func() int) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: m.prefix + name, Help: help, ConstLabels: prometheus.Labels{"port": m.port},
 	}, func() float64 { return float64(f()) }))
+}
+
+// ClusterStats are the membership, Raft and inter-node stream figures of a
+// cluster node, read at scrape time.
+type ClusterStats struct {
+	Members map[string]int // by state: alive, suspect, dead, left
+
+	BeaconsSent, BeaconsReceived, BeaconsDropped uint64
+
+	RaftLeader             bool
+	RaftTerm               uint64
+	RaftCommitIndex        uint64
+	RaftAppliedIndex       uint64
+	RaftLastContactSeconds float64 // -1 when never in contact
+	RaftApplies            uint64
+	RaftErrors             uint64
+	RaftForwards           uint64
+
+	StreamsSent, StreamsDelivered, StreamsRetransmitted uint64
+	StreamsDropped, StreamsLost, StreamsDuplicates      uint64
+	StreamsBackpressure, StreamsReconnects              uint64
+	StreamsQueuedBytes                                  int
+}
+
+// clusterStatsTTL lets one scrape read the figures once, not once per metric.
+const clusterStatsTTL = 100 * time.Millisecond
+
+// ObserveCluster exports a cluster node's figures; stats is called at most
+// once per scrape. Call it at most once.
+func (m *Metrics) ObserveCluster(stats func() ClusterStats) {
+	var (
+		mu   sync.Mutex
+		last ClusterStats
+		at   time.Time
+	)
+	get := func() ClusterStats {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > clusterStatsTTL {
+			last, at = stats(), time.Now()
+		}
+		return last
+	}
+	for _, state := range []string{"alive", "suspect", "dead", "left"} {
+		state := state
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: m.prefix + "cluster_members", Help: "Cluster members this node sees, by state.",
+			ConstLabels: prometheus.Labels{"port": m.port, "state": state},
+		}, func() float64 { return float64(get().Members[state]) }))
+	}
+	u := func(f func(ClusterStats) uint64) func() uint64 { return func() uint64 { return f(get()) } }
+	m.counterFunc("cluster_beacons_sent_total", "Discovery beacons sent.", u(func(s ClusterStats) uint64 { return s.BeaconsSent }))
+	m.counterFunc("cluster_beacons_received_total", "Discovery beacons of this cluster received.", u(func(s ClusterStats) uint64 { return s.BeaconsReceived }))
+	m.counterFunc("cluster_beacons_dropped_total", "Discovery beacons dropped (malformed, oversized, other version or cluster).", u(func(s ClusterStats) uint64 { return s.BeaconsDropped }))
+	m.gaugeFunc("raft_leader", "1 when this node is the Raft leader (the cluster's master).", func() int {
+		if get().RaftLeader {
+			return 1
+		}
+		return 0
+	})
+	m.gaugeFunc("raft_term", "Current Raft term.", func() int { return int(get().RaftTerm) })
+	m.gaugeFunc("raft_commit_index", "Raft commit index.", func() int { return int(get().RaftCommitIndex) })
+	m.gaugeFunc("raft_applied_index", "Raft index applied to this node's replica.", func() int { return int(get().RaftAppliedIndex) })
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: m.prefix + "raft_last_contact_seconds", Help: "Seconds since the last contact with the leader (0 on the leader, -1 if never).",
+		ConstLabels: prometheus.Labels{"port": m.port},
+	}, func() float64 { return get().RaftLastContactSeconds }))
+	m.counterFunc("raft_applies_total", "Replicated writes committed through this node.", u(func(s ClusterStats) uint64 { return s.RaftApplies }))
+	m.counterFunc("raft_apply_errors_total", "Replicated writes that failed (no leader, timeout).", u(func(s ClusterStats) uint64 { return s.RaftErrors }))
+	m.counterFunc("raft_forwards_total", "Writes forwarded to the leader.", u(func(s ClusterStats) uint64 { return s.RaftForwards }))
+	m.counterFunc("streams_sent_total", "Messages sent to other nodes.", u(func(s ClusterStats) uint64 { return s.StreamsSent }))
+	m.counterFunc("streams_delivered_total", "Messages received from other nodes and delivered.", u(func(s ClusterStats) uint64 { return s.StreamsDelivered }))
+	m.counterFunc("streams_retransmitted_total", "Messages sent again after a reconnect.", u(func(s ClusterStats) uint64 { return s.StreamsRetransmitted }))
+	m.counterFunc("streams_dropped_total", "Messages dropped at a queue bound or for a restarted peer.", u(func(s ClusterStats) uint64 { return s.StreamsDropped }))
+	m.counterFunc("streams_lost_total", "Gaps in the sequence of messages received from other nodes.", u(func(s ClusterStats) uint64 { return s.StreamsLost }))
+	m.counterFunc("streams_duplicates_total", "Duplicate messages from other nodes, dropped.", u(func(s ClusterStats) uint64 { return s.StreamsDuplicates }))
+	m.counterFunc("streams_backpressure_total", "Sends refused because a peer's queue stayed full.", u(func(s ClusterStats) uint64 { return s.StreamsBackpressure }))
+	m.counterFunc("streams_reconnects_total", "Reconnections to other nodes.", u(func(s ClusterStats) uint64 { return s.StreamsReconnects }))
+	m.gaugeFunc("streams_queued_bytes", "Bytes queued for other nodes.", func() int { return get().StreamsQueuedBytes })
 }
