@@ -211,6 +211,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 			}
 			out.MemberAdded = r.MemberAdded
 			out.Members = toMembers(r.Members)
+			out.ID = r.WebhookID()
 		} else {
 			out.Members = toMembers(fsm.Members(app.ID, channel))
 		}
@@ -222,6 +223,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 			a.retry.occupancy(app.ID, channel)
 		} else {
 			out.Occupied = r.ChannelOccupied
+			out.ID = joinIDs(out.ID, r.WebhookID())
 		}
 	}
 	return out, nil
@@ -245,6 +247,7 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 			a.retry.member(app.ID, channel, *m)
 		case r.MemberRemoved:
 			out.RemovedMember = m
+			out.ID = r.WebhookID()
 		}
 	}
 	if res.Vacated {
@@ -254,6 +257,7 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 			a.retry.occupancy(app.ID, channel)
 		} else {
 			out.Vacated = r.ChannelVacated
+			out.ID = joinIDs(out.ID, r.WebhookID())
 		}
 	}
 	return out, nil
@@ -449,12 +453,14 @@ func (a *Adapter) OnApply(r consensus.Result) {
 		f := pusher.TextFrame(pusher.MemberRemovedJSON(rm.Channel, m))
 		_, _ = a.local.Publish(ctx, rm.App, rm.Channel, f, "")
 		if leader {
-			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true})
+			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true,
+				ID: r.WebhookID() + "/" + rm.Channel + "/" + string(m.UserID)})
 		}
 	}
 	if leader {
 		for _, v := range r.Vacated {
-			a.announce(ctx, v.App, pusher.Transition{Channel: v.Channel, Vacated: true, WebhooksOnly: true})
+			a.announce(ctx, v.App, pusher.Transition{Channel: v.Channel, Vacated: true, WebhooksOnly: true,
+				ID: r.WebhookID() + "/" + v.Channel})
 		}
 	}
 }
@@ -480,8 +486,16 @@ func (a *Adapter) Reannounce(ctx context.Context) {
 			}
 			if r.MemberAdded {
 				mm := m
-				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm})
+				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm, ID: r.WebhookID()})
 			}
 		}
 	}
+}
+
+// joinIDs combines the ids of the writes behind one result.
+func joinIDs(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "+" + b
 }

@@ -138,9 +138,9 @@ func (q *retryQueue) pass(ctx context.Context) {
 		m := it.member
 		switch {
 		case r.MemberAdded:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberAdded: &m})
+			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberAdded: &m, ID: r.WebhookID()})
 		case r.MemberRemoved:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberRemoved: &m})
+			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberRemoved: &m, ID: r.WebhookID()})
 		}
 	}
 	for k := range occ {
@@ -154,7 +154,7 @@ func (q *retryQueue) pass(ctx context.Context) {
 		delete(occ, k)
 		if r.ChannelOccupied || r.ChannelVacated {
 			a.announce(ctx, k[0], pusher.Transition{Channel: k[1], Occupied: r.ChannelOccupied,
-				Vacated: r.ChannelVacated, WebhooksOnly: true})
+				Vacated: r.ChannelVacated, WebhooksOnly: true, ID: r.WebhookID()})
 		}
 	}
 }

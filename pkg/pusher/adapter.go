@@ -55,6 +55,8 @@ type JoinResult struct {
 	Occupied    bool     // the channel went from no subscriber to one
 	MemberAdded bool     // first connection of this user in the presence channel
 	Members     []Member // presence members after the join, the joiner included
+	// ID identifies the transitions cluster-wide, for webhook deduplication.
+	ID string
 }
 
 // LeaveResult tells the handler which transitions an unsubscription caused.
@@ -62,6 +64,8 @@ type LeaveResult struct {
 	WasSubscribed bool
 	Vacated       bool    // the channel has no subscriber left
 	RemovedMember *Member // the user's last connection left the presence channel
+	// ID identifies the transitions cluster-wide, for webhook deduplication.
+	ID string
 }
 
 // Member is one user of a presence channel. UserID keeps its JSON type: 1 and "1" differ.
@@ -93,6 +97,8 @@ type Transition struct {
 	// WebhooksOnly: every node tells its own subscribers, so the server
 	// only sends the webhooks.
 	WebhooksOnly bool
+	// ID identifies the transition cluster-wide, for webhook deduplication.
+	ID string
 }
 
 // Handler is how an adapter reports transitions back to the server, which

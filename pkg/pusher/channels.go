@@ -114,13 +114,13 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 		c.stopAuthTimer()
 	}
 	if res.Occupied {
-		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: channel})
+		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: channel, ID: eventID(res.ID, WebhookChannelOccupied)})
 	}
 
 	if kind == KindPresence {
 		if res.MemberAdded {
 			s.broadcast(ctx, app, channel, MemberAddedJSON(channel, *member), c.ID)
-			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID})
+			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID, ID: eventID(res.ID, WebhookMemberAdded)})
 		}
 		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(res.Members), nil))
 	} else {
@@ -203,10 +203,10 @@ func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
 	app := c.App
 	if res.RemovedMember != nil {
 		s.broadcast(ctx, app, channel, MemberRemovedJSON(channel, *res.RemovedMember), "")
-		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: channel, UserID: res.RemovedMember.UserID})
+		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: channel, UserID: res.RemovedMember.UserID, ID: eventID(res.ID, WebhookMemberRemoved)})
 	}
 	if res.Vacated {
-		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: channel})
+		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: channel, ID: eventID(res.ID, WebhookChannelVacated)})
 	}
 }
 

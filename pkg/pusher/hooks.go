@@ -23,6 +23,9 @@ type WebhookEvent struct {
 	Data     json.RawMessage `json:"data,omitempty"`
 	SocketID string          `json:"socket_id,omitempty"`
 	UserID   json.RawMessage `json:"user_id,omitempty"`
+	// ID identifies the transition that caused the event, the same on every
+	// node (a Raft log index in a cluster); empty for events of one node.
+	ID string `json:"-"`
 }
 
 // WebhookSink takes webhook events for delivery. Send must not block.

@@ -128,19 +128,19 @@ func (s *Server) Announce(ctx context.Context, appID string, t Transition) {
 		if !t.WebhooksOnly {
 			s.broadcast(ctx, app, t.Channel, MemberAddedJSON(t.Channel, *m), "")
 		}
-		s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: t.Channel, UserID: m.UserID})
+		s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: t.Channel, UserID: m.UserID, ID: eventID(t.ID, "member_added")})
 	}
 	if m := t.MemberRemoved; m != nil {
 		if !t.WebhooksOnly {
 			s.broadcast(ctx, app, t.Channel, MemberRemovedJSON(t.Channel, *m), "")
 		}
-		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: t.Channel, UserID: m.UserID})
+		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: t.Channel, UserID: m.UserID, ID: eventID(t.ID, "member_removed")})
 	}
 	if t.Occupied {
-		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: t.Channel})
+		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: t.Channel, ID: eventID(t.ID, "channel_occupied")})
 	}
 	if t.Vacated {
-		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: t.Channel})
+		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: t.Channel, ID: eventID(t.ID, "channel_vacated")})
 	}
 }
 
@@ -363,4 +363,12 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// eventID names one webhook event of a transition; "" when the transition has no id.
+func eventID(transition, name string) string {
+	if transition == "" {
+		return ""
+	}
+	return transition + "/" + name
 }

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -37,6 +38,21 @@ func (s *Sender) newJob(app *pusher.App, h *pusher.Webhook, events []pusher.Webh
 		timeMS: time.Now().UnixMilli(),
 		events: events,
 	}
+}
+
+// id is the same for every attempt of a payload, so a receiver can drop
+// repeats: the transitions' cluster-wide ids when every event has one, else
+// a digest of the body.
+func (j *job) id() string {
+	ids := make([]string, 0, len(j.events))
+	for _, e := range j.events {
+		if e.ID == "" {
+			sum := sha256.Sum256(j.body)
+			return hex.EncodeToString(sum[:12])
+		}
+		ids = append(ids, e.ID)
+	}
+	return strings.Join(ids, ",")
 }
 
 // payload is the body of a webhook request.
@@ -144,6 +160,7 @@ func (s *Sender) post(j *job) (int, error) {
 	// Set last so that custom headers cannot override them.
 	h.Set("X-Pusher-Key", j.appKey)
 	h.Set("X-Pusher-Signature", Sign(j.secret, j.body))
+	h.Set("X-Soketi-Webhook-Id", j.id())
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -545,3 +545,31 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// Every attempt of a payload carries the same X-Soketi-Webhook-Id: the
+// transitions' cluster-wide ids when they have them, a body digest otherwise.
+func TestSender_WebhookIDStableAcrossRetries(t *testing.T) {
+	rcv := newReceiver(t, func(n int) int {
+		if n%2 == 1 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	app := testApp("app-1", pusher.Webhook{URL: rcv.URL, EventTypes: allKinds})
+	s := newSender(t, Config{})
+	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c", ID: "42-occupancy/channel_occupied"})
+	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 1 })
+	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelVacated, Channel: "c"})
+	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 2 })
+	reqs := rcv.requests()
+	if len(reqs) != 4 {
+		t.Fatalf("%d requests, want 4", len(reqs))
+	}
+	if a, b := reqs[0].header.Get("X-Soketi-Webhook-Id"), reqs[1].header.Get("X-Soketi-Webhook-Id"); a != "42-occupancy/channel_occupied" || b != a {
+		t.Errorf("ids of the first payload's attempts: %q, %q", a, b)
+	}
+	c, d := reqs[2].header.Get("X-Soketi-Webhook-Id"), reqs[3].header.Get("X-Soketi-Webhook-Id")
+	if c == "" || c != d || c == reqs[0].header.Get("X-Soketi-Webhook-Id") {
+		t.Errorf("ids of the second payload's attempts: %q, %q", c, d)
+	}
+}
