@@ -27,6 +27,7 @@ type job struct {
 	events                []pusher.WebhookEvent
 
 	body     []byte // encoded and signed once, so every attempt is identical
+	eventID  string // X-Soketi-Webhook-Id, fixed with the body
 	first    time.Time
 	attempts int
 }
@@ -105,7 +106,9 @@ func (s *Sender) attempt(j *job) {
 			s.finish(j)
 			return
 		}
-		j.body, j.events, j.first = body, nil, time.Now()
+		j.body = body
+		j.eventID = j.id()
+		j.events, j.first = nil, time.Now()
 	}
 	j.attempts++
 	status, err := s.post(j)
@@ -160,7 +163,7 @@ func (s *Sender) post(j *job) (int, error) {
 	// Set last so that custom headers cannot override them.
 	h.Set("X-Pusher-Key", j.appKey)
 	h.Set("X-Pusher-Signature", Sign(j.secret, j.body))
-	h.Set("X-Soketi-Webhook-Id", j.id())
+	h.Set("X-Soketi-Webhook-Id", j.eventID)
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		var ue *url.Error
