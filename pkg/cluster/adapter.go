@@ -24,6 +24,7 @@ type Replica interface {
 	FSM() *consensus.FSM
 	Registered() bool
 	IsLeader() bool
+	Leader() (id, addr string)
 }
 
 // Streams is the data plane as the adapter uses it.
@@ -217,6 +218,12 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 		}
 	}
 	if res.Occupied {
+		if !a.hasLeader() {
+			// Without a master the subscriber is not kept waiting: the
+			// occupancy is recorded once one is elected.
+			a.retry.occupancy(app.ID, channel)
+			return out, nil
+		}
 		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
 			Incarnation: a.cfg.Incarnation, Occupied: true})
 		if err != nil {
@@ -239,7 +246,9 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 	}
 	app := c.App
 	out := pusher.LeaveResult{WasSubscribed: true}
-	if m := res.RemovedMember; m != nil {
+	if m := res.RemovedMember; m != nil && !a.hasLeader() {
+		a.retry.member(app.ID, channel, *m)
+	} else if m != nil {
 		r, err := a.apply(ctx, consensus.PresenceLeave{App: app.ID, Channel: channel, UserID: m.UserID,
 			Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
 		switch {
@@ -250,7 +259,9 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 			out.ID = r.WebhookID()
 		}
 	}
-	if res.Vacated {
+	if res.Vacated && !a.hasLeader() {
+		a.retry.occupancy(app.ID, channel)
+	} else if res.Vacated {
 		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
 			Incarnation: a.cfg.Incarnation, Occupied: false})
 		if err != nil {
@@ -261,6 +272,11 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 		}
 	}
 	return out, nil
+}
+
+func (a *Adapter) hasLeader() bool {
+	id, _ := a.replica.Leader()
+	return id != ""
 }
 
 func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.Result, error) {
