@@ -32,14 +32,21 @@ type fakeServer struct {
 	// delay postpones delivery of the n-th publish, to provoke reordering.
 	delay func(n int) time.Duration
 
-	mu    sync.Mutex
-	chans map[string][]*fakeConn
-	n     int
+	// memberCopies decides how often a member event ("added" or "removed")
+	// for user is sent to each other member; nil means once.
+	memberCopies func(event, user string) int
+
+	mu      sync.Mutex
+	chans   map[string][]*fakeConn
+	members map[string]map[*fakeConn]string // presence channel -> socket -> user id
+	n       int
+	sockets int
 }
 
 type fakeConn struct {
 	mu sync.Mutex
 	c  *websocket.Conn
+	id string
 }
 
 func (f *fakeConn) send(v any) {
@@ -49,10 +56,22 @@ func (f *fakeConn) send(v any) {
 }
 
 func newFakeServer(t *testing.T) (*fakeServer, string) {
-	f := &fakeServer{t: t, key: "app-key", secret: "app-secret", chans: map[string][]*fakeConn{}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return f, strings.TrimPrefix(srv.URL, "http://")
+	f, addrs := newFakeCluster(t, 1)
+	return f, addrs[0]
+}
+
+// newFakeCluster serves one fake server on n listeners: a publish on any of
+// them reaches subscribers on all, like a cluster's nodes.
+func newFakeCluster(t *testing.T, n int) (*fakeServer, []string) {
+	f := &fakeServer{t: t, key: "app-key", secret: "app-secret",
+		chans: map[string][]*fakeConn{}, members: map[string]map[*fakeConn]string{}}
+	var addrs []string
+	for range n {
+		srv := httptest.NewServer(f)
+		t.Cleanup(srv.Close)
+		addrs = append(addrs, strings.TrimPrefix(srv.URL, "http://"))
+	}
+	return f, addrs
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,29 +95,112 @@ func (f *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
-	fc := &fakeConn{c: c}
+	f.mu.Lock()
+	f.sockets++
+	fc := &fakeConn{c: c, id: "1." + strconv.Itoa(f.sockets)}
+	f.mu.Unlock()
+	defer f.leaveAll(fc)
 	fc.send(map[string]string{
 		"event": "pusher:connection_established",
-		"data":  `{"socket_id":"1.1","activity_timeout":30}`,
+		"data":  `{"socket_id":"` + fc.id + `","activity_timeout":30}`,
 	})
 	for {
 		var m struct {
 			Event string `json:"event"`
 			Data  struct {
-				Channel string `json:"channel"`
+				Channel     string `json:"channel"`
+				Auth        string `json:"auth"`
+				ChannelData string `json:"channel_data"`
 			} `json:"data"`
 		}
 		if err := c.ReadJSON(&m); err != nil {
 			return
 		}
-		switch m.Event {
-		case "pusher:subscribe":
+		switch ch := m.Data.Channel; {
+		case m.Event == "pusher:subscribe" && strings.HasPrefix(ch, "presence-"):
+			f.joinPresence(fc, ch, m.Data.Auth, m.Data.ChannelData)
+		case m.Event == "pusher:unsubscribe" && strings.HasPrefix(ch, "presence-"):
+			f.leavePresence(fc, ch)
+		case m.Event == "pusher:subscribe":
 			f.mu.Lock()
-			f.chans[m.Data.Channel] = append(f.chans[m.Data.Channel], fc)
+			f.chans[ch] = append(f.chans[ch], fc)
 			f.mu.Unlock()
-			fc.send(map[string]string{"event": "pusher_internal:subscription_succeeded", "channel": m.Data.Channel})
-		case "pusher:ping":
+			fc.send(map[string]string{"event": "pusher_internal:subscription_succeeded", "channel": ch})
+		case m.Event == "pusher:ping":
 			fc.send(map[string]any{"event": "pusher:pong", "data": map[string]any{}})
+		}
+	}
+}
+
+// joinPresence checks the channel signature, sends subscription_succeeded
+// and member_added to the other members (no dedup by user id: the tool uses
+// a new id per join).
+func (f *fakeServer) joinPresence(fc *fakeConn, ch, auth, channelData string) {
+	want := f.key + ":" + hmacHex(f.secret, fc.id+":"+ch+":"+channelData)
+	var cd struct {
+		UserID   string          `json:"user_id"`
+		UserInfo json.RawMessage `json:"user_info"`
+	}
+	if auth != want || json.Unmarshal([]byte(channelData), &cd) != nil || cd.UserID == "" || len(cd.UserInfo) == 0 {
+		fc.send(map[string]any{"event": "pusher:subscription_error", "channel": ch, "data": map[string]any{"status": 401}})
+		return
+	}
+	f.mu.Lock()
+	if f.members[ch] == nil {
+		f.members[ch] = map[*fakeConn]string{}
+	}
+	others := f.otherMembers(ch, fc)
+	f.members[ch][fc] = cd.UserID
+	f.mu.Unlock()
+	fc.send(map[string]string{"event": "pusher_internal:subscription_succeeded", "channel": ch, "data": `{"presence":{}}`})
+	f.memberEvent(others, "added", ch, cd.UserID, channelData)
+}
+
+func (f *fakeServer) leavePresence(fc *fakeConn, ch string) {
+	f.mu.Lock()
+	user, ok := f.members[ch][fc]
+	delete(f.members[ch], fc)
+	others := f.otherMembers(ch, fc)
+	f.mu.Unlock()
+	if ok {
+		f.memberEvent(others, "removed", ch, user, `{"user_id":"`+user+`"}`)
+	}
+}
+
+func (f *fakeServer) leaveAll(fc *fakeConn) {
+	f.mu.Lock()
+	var chans []string
+	for ch, m := range f.members {
+		if _, ok := m[fc]; ok {
+			chans = append(chans, ch)
+		}
+	}
+	f.mu.Unlock()
+	for _, ch := range chans {
+		f.leavePresence(fc, ch)
+	}
+}
+
+// otherMembers must be called with f.mu held.
+func (f *fakeServer) otherMembers(ch string, except *fakeConn) []*fakeConn {
+	var out []*fakeConn
+	for c := range f.members[ch] {
+		if c != except {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (f *fakeServer) memberEvent(to []*fakeConn, kind, ch, user, data string) {
+	copies := 1
+	if f.memberCopies != nil {
+		copies = f.memberCopies(kind, user)
+	}
+	msg := map[string]string{"event": "pusher_internal:member_" + kind, "channel": ch, "data": data}
+	for _, c := range to {
+		for range copies {
+			c.send(msg)
 		}
 	}
 }

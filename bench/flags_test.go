@@ -45,6 +45,15 @@ func TestParseFlags(t *testing.T) {
 		t.Error("-rate 0 should mean saturate")
 	}
 
+	c, err = parseFlags([]string{"-urls", "127.0.0.1:1,127.0.0.2:2,127.0.0.3:3", "-publish-urls", "127.0.0.1:1", "-publishers", "2"}, io.Discard)
+	if err != nil || len(c.pubTargets) != 1 || c.pubTargets[0] != "127.0.0.1:1" || c.publishers != 2 {
+		t.Errorf("-publish-urls: %+v, %v", c, err)
+	}
+	c, err = parseFlags([]string{"-urls", "127.0.0.1:1,127.0.0.2:2,127.0.0.3:3", "-publishers", "4", "-presence-churn", "50"}, io.Discard)
+	if err != nil || c.publishers != 6 || c.presencePool()%3 != 0 || c.presencePool() < 100 {
+		t.Errorf("publishers %d, presence pool %d, %v", c.publishers, c.presencePool(), err)
+	}
+
 	c, err = parseFlags([]string{"-messages", "50"}, io.Discard)
 	if err != nil || c.duration != c.deadline {
 		t.Errorf("-messages without -duration: duration=%v err=%v", c.duration, err)
@@ -57,6 +66,11 @@ func TestParseFlags(t *testing.T) {
 		{"-subscribers", "0"},
 		{"-channels", "5", "-subscribers", "2"},
 		{"-rate", "-1"},
+		{"-publish-urls", "ws://10.0.0.1:6001"},
+		{"-presence-churn", "-1"},
+		{"-presence-churn", "5", "-idle"},
+		{"-presence-churn", "5", "-presence-channel", "private-x"},
+		{"-presence-churn", "5", "-presence-observers", "0"},
 	} {
 		if _, err := parseFlags(args, io.Discard); !isUsage(err) {
 			t.Errorf("parseFlags(%v) = %v, want usage error", args, err)

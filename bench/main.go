@@ -23,7 +23,8 @@ import (
 )
 
 type config struct {
-	targets []string // host:port of each server, round-robin for subscribers and publishers
+	targets    []string // host:port of each server; subscribers spread round-robin
+	pubTargets []string // servers the publishers use (default: targets)
 
 	appID, key, secret string
 	channelPrefix      string
@@ -54,6 +55,16 @@ type config struct {
 
 	serverPIDs []int
 
+	// Presence churn: joins per second on presenceChannel, each member
+	// leaving after presenceHold; observers watch the member events.
+	presenceChurn     float64
+	presenceChannel   string
+	presenceHold      time.Duration
+	presenceObservers int
+
+	plotFile       string
+	timeseriesFile string
+
 	jsonOut    bool
 	quiet      bool
 	cpuProfile string
@@ -76,12 +87,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	c := &config{}
 	var (
-		host, urls, pids string
-		port             int
+		host, urls, pubURLs, pids string
+		port                      int
 	)
 	fs.StringVar(&host, "host", "127.0.0.1", "server host (loopback or 198.18.0.0/15 only)")
 	fs.IntVar(&port, "port", 6001, "server port")
 	fs.StringVar(&urls, "urls", "", "comma-separated server list (ws://host:port or host:port); overrides -host/-port; subscribers and publishers are spread round-robin")
+	fs.StringVar(&pubURLs, "publish-urls", "", "servers the publishers use (same syntax as -urls; default: all of -urls), e.g. one node to compare local and cross-node delivery")
 	fs.StringVar(&c.appID, "app-id", "app-id", "app id")
 	fs.StringVar(&c.key, "key", "app-key", "app key")
 	fs.StringVar(&c.secret, "secret", "app-secret", "app secret")
@@ -104,6 +116,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.idle, "idle", false, "connect and subscribe, wait -idle-wait, report memory per connection, exit")
 	fs.DurationVar(&c.idleWait, "idle-wait", 5*time.Second, "settle time in -idle mode before measuring")
 	fs.StringVar(&pids, "server-pid", "", "server PID (comma-separated for several) to sample CPU and RSS from /proc")
+	fs.Float64Var(&c.presenceChurn, "presence-churn", 0, "presence joins per second during the publish phase, spread over the servers (each member leaves after -presence-hold); 0 = off")
+	fs.StringVar(&c.presenceChannel, "presence-channel", "presence-bench", "presence channel for -presence-churn")
+	fs.DurationVar(&c.presenceHold, "presence-hold", time.Second, "how long each churn member stays before leaving")
+	fs.IntVar(&c.presenceObservers, "presence-observers", 3, "sockets that stay on the presence channel and count member_added/member_removed")
+	fs.StringVar(&c.plotFile, "plot", "", "write an SVG plot of per-second latency and deliveries to this file")
+	fs.StringVar(&c.timeseriesFile, "timeseries", "", "write per-second figures as CSV to this file")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file")
@@ -127,6 +145,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	c.pubTargets = c.targets
+	if pubURLs != "" {
+		if c.pubTargets, err = parseTargets(pubURLs, port); err != nil {
+			return nil, err
+		}
 	}
 	if pids != "" {
 		for _, p := range strings.Split(pids, ",") {
@@ -158,9 +182,24 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		err = errors.New("durations must be positive")
 	case c.messages < 0 || c.payload < 0 || c.payload > 1<<20 || c.maxDeliveries < 1:
 		err = errors.New("-messages, -payload (max 1 MiB) and -max-deliveries must be sensible")
+	case c.presenceChurn < 0 || c.presenceChurn > 10_000:
+		err = errors.New("-presence-churn must be between 0 and 10000 per second")
+	case c.presenceChurn > 0 && (c.presenceObservers < 1 || c.presenceObservers > 100):
+		err = errors.New("-presence-observers must be between 1 and 100")
+	case c.presenceChurn > 0 && (c.presenceHold < 0 || c.presenceHold > time.Minute):
+		err = errors.New("-presence-hold must be between 0 and 1m")
+	case c.presenceChurn > 0 && c.idle:
+		err = errors.New("-presence-churn runs during the publish phase; it cannot be combined with -idle")
+	case c.presenceChurn > 0 && !strings.HasPrefix(c.presenceChannel, "presence-"):
+		err = errors.New("-presence-channel must start with presence-")
 	}
 	if err != nil {
 		return nil, usageError{err.Error()}
+	}
+	// Every publish server gets the same number of publishers, so paced
+	// publishes split evenly between them.
+	if n := len(c.pubTargets); c.publishers%n != 0 {
+		c.publishers += n - c.publishers%n
 	}
 	return c, nil
 }
@@ -225,7 +264,7 @@ func checkLimits(c *config, log io.Writer) error {
 	}
 	// Besides one descriptor per subscriber: publishers' HTTP connections,
 	// stdio, /proc reads and the runtime's own descriptors.
-	need := uint64(c.subscribers + 2*c.publishers + 32)
+	need := uint64(c.subscribers + c.presenceSockets() + 2*c.publishers + 32)
 	if need > soft {
 		return usagef("%d subscribers need about %d file descriptors but the limit is %d (already raised to the hard limit); lower -subscribers or raise the hard limit (ulimit -Hn)",
 			c.subscribers, need, soft)

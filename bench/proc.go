@@ -18,8 +18,9 @@ const clockTicks = 100
 // procSample is the CPU time and resident memory of one or more processes
 // (summed, so a cluster of local server processes can be measured together).
 type procSample struct {
-	CPU time.Duration
-	RSS uint64 // bytes
+	CPU    time.Duration
+	RSS    uint64          // bytes
+	PerPID []time.Duration // CPU of each process, in the order given
 }
 
 func sampleProcs(pids []int) (procSample, error) {
@@ -35,6 +36,7 @@ func sampleProcs(pids []int) (procSample, error) {
 		}
 		s.CPU += cpu
 		s.RSS += rss
+		s.PerPID = append(s.PerPID, cpu)
 	}
 	return s, nil
 }

@@ -27,6 +27,7 @@ type publishReport struct {
 	SentPerSec     float64          `json:"sent_per_sec"`
 	AcceptedPerSec float64          `json:"accepted_per_sec"`
 	HTTPLatencyUS  latencySummary   `json:"http_latency_us"`
+	PerServer      map[string]int64 `json:"accepted_per_server"`
 	StoppedBy      string           `json:"stopped_by"`
 }
 
@@ -51,6 +52,8 @@ type publishers struct {
 	failed   atomic.Int64
 	httpLat  histogram
 
+	perTarget []atomic.Int64 // accepted publishes per publish server
+
 	mu        sync.Mutex
 	statuses  map[string]int64
 	acceptSeq []bitset // per channel: sequence numbers answered with 200
@@ -74,6 +77,7 @@ func newPublishers(st *runState, subsOn []int) *publishers {
 		statuses:  map[string]int64{},
 		acceptSeq: make([]bitset, cfg.channels),
 		acceptN:   make([]int64, cfg.channels),
+		perTarget: make([]atomic.Int64, len(cfg.pubTargets)),
 	}
 	ev, _ := json.Marshal(cfg.event)
 	for c := range cfg.channels {
@@ -96,17 +100,25 @@ func (p *publishers) run(ctx context.Context) publishReport {
 		cancel()
 	}
 
-	var tokens chan struct{}
+	// One token channel per publish server: paced publishes alternate
+	// between the servers.
+	var tokens []chan struct{}
 	if !cfg.saturate {
-		tokens = make(chan struct{})
+		for range cfg.pubTargets {
+			tokens = append(tokens, make(chan struct{}))
+		}
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for id := range cfg.publishers {
+		var tok chan struct{}
+		if tokens != nil {
+			tok = tokens[id%len(tokens)]
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.worker(id, tokens)
+			p.worker(id, tok)
 		}()
 	}
 	if tokens != nil {
@@ -134,9 +146,11 @@ func (p *publishers) run(ctx context.Context) publishReport {
 	}
 	r.SentPerSec = float64(r.Sent) / elapsed.Seconds()
 	r.AcceptedPerSec = float64(r.Accepted) / elapsed.Seconds()
-	hs := newSnapshot()
-	hs.add(&p.httpLat)
-	r.HTTPLatencyUS = hs.summary()
+	r.HTTPLatencyUS = snapshotOf(&p.httpLat).summary()
+	r.PerServer = map[string]int64{}
+	for i, t := range cfg.pubTargets {
+		r.PerServer[t] = p.perTarget[i].Load()
+	}
 	switch {
 	case p.reason.Load() != nil:
 		r.StoppedBy = *p.reason.Load()
@@ -148,10 +162,11 @@ func (p *publishers) run(ctx context.Context) publishReport {
 	return r
 }
 
-// pace hands out tokens so that about rate*elapsed publishes have started at
-// any moment. If publishers fall behind, the backlog is handed out as soon as
-// they are free, so the achieved rate shows in the report.
-func pace(stop context.Context, rate float64, tokens chan<- struct{}) {
+// pace hands out tokens so that about rate*elapsed operations have started
+// at any moment, round-robin over the channels. If workers fall behind, the
+// backlog is handed out as soon as they are free, so the achieved rate shows
+// in the report.
+func pace(stop context.Context, rate float64, tokens []chan struct{}) {
 	start := time.Now()
 	var given int64
 	timer := time.NewTimer(0)
@@ -160,7 +175,7 @@ func pace(stop context.Context, rate float64, tokens chan<- struct{}) {
 		due := int64(time.Since(start).Seconds()*rate) + 1
 		for given < due {
 			select {
-			case tokens <- struct{}{}:
+			case tokens[given%int64(len(tokens))] <- struct{}{}:
 				given++
 			case <-stop.Done():
 				return
@@ -178,8 +193,8 @@ func pace(stop context.Context, rate float64, tokens chan<- struct{}) {
 
 func (p *publishers) worker(id int, tokens <-chan struct{}) {
 	cfg := p.st.cfg
-	target := cfg.targets[id%len(cfg.targets)]
-	base := "http://" + target + p.path + "?"
+	node := id % len(cfg.pubTargets)
+	base := "http://" + cfg.pubTargets[node] + p.path + "?"
 	var body []byte
 	for {
 		if tokens != nil {
@@ -219,6 +234,7 @@ func (p *publishers) worker(id int, tokens <-chan struct{}) {
 			p.st.errs.add("publish: " + err.Error())
 		case status == http.StatusOK:
 			p.accepted.Add(1)
+			p.perTarget[node].Add(1)
 			p.mu.Lock()
 			p.acceptSeq[c].set(seq)
 			p.acceptN[c]++

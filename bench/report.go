@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 type reportConfig struct {
 	Targets     []string `json:"targets"`
+	PubTargets  []string `json:"publish_targets"`
 	AppID       string   `json:"app_id"`
 	Subscribers int      `json:"subscribers"`
 	Channels    int      `json:"channels"`
@@ -28,6 +30,10 @@ type report struct {
 	Publish         *publishReport  `json:"publish,omitempty"`
 	Delivery        *deliveryReport `json:"delivery,omitempty"`
 	LatencyUS       *latencySummary `json:"latency_us,omitempty"`
+	LatencySplit    *latencySplit   `json:"latency_local_cross_us,omitempty"`
+	Nodes           []nodeReport    `json:"nodes,omitempty"`
+	Presence        *presenceReport `json:"presence,omitempty"`
+	Timeline        []secondRow     `json:"timeline,omitempty"`
 	ConnectionsLost int64           `json:"connections_lost"`
 	Server          *serverReport   `json:"server,omitempty"`
 	Tool            toolReport      `json:"tool"`
@@ -41,6 +47,7 @@ type report struct {
 func newReport(cfg *config) *report {
 	r := &report{Config: reportConfig{
 		Targets:     cfg.targets,
+		PubTargets:  cfg.pubTargets,
 		AppID:       cfg.appID,
 		Subscribers: cfg.subscribers,
 		Channels:    cfg.channels,
@@ -60,14 +67,20 @@ func newReport(cfg *config) *report {
 	return r
 }
 
+func (r *report) modeText() string {
+	if r.Config.Mode == "rate" {
+		return fmt.Sprintf("rate %g/s", r.Config.Rate)
+	}
+	return r.Config.Mode
+}
+
 func (r *report) writeText(w io.Writer) {
 	c := r.Config
-	mode := c.Mode
-	if mode == "rate" {
-		mode = fmt.Sprintf("rate %g/s", c.Rate)
-	}
 	fmt.Fprintf(w, "bench %s  subscribers=%d channels=%d publishers=%d mode=%s\n",
-		strings.Join(c.Targets, ","), c.Subscribers, c.Channels, c.Publishers, mode)
+		strings.Join(c.Targets, ","), c.Subscribers, c.Channels, c.Publishers, r.modeText())
+	if !slices.Equal(c.PubTargets, c.Targets) {
+		fmt.Fprintf(w, "           publishing to %s\n", strings.Join(c.PubTargets, ","))
+	}
 
 	k := r.Connect
 	fmt.Fprintf(w, "connect    %d/%d subscribed (%d connected, %d failed) in %.2fs: %.0f conn/s, %.0f sub/s\n",
@@ -95,6 +108,45 @@ func (r *report) writeText(w io.Writer) {
 	}
 	if l := r.LatencyUS; l != nil {
 		fmt.Fprintf(w, "latency    %s\n", latLine(*l))
+	}
+	if l := r.LatencySplit; l != nil {
+		fmt.Fprintf(w, "           local      %s\n", latLine(l.Local))
+		fmt.Fprintf(w, "           cross-node %s\n", latLine(l.Cross))
+		fmt.Fprintf(w, "           cross-node minus local at p50: %+.2fms\n", float64(l.CrossMinusLocalP50)/1e3)
+	}
+	if len(r.Nodes) > 1 {
+		for _, n := range r.Nodes {
+			fmt.Fprintf(w, "node %s  subs %d, published %d: received %d/%d, %.0f/s, lost %d, dup %d, ooo %d; p50 %s p99 %s",
+				n.Target, n.Subscribers, n.Published, n.Received, n.Expected, n.DeliveriesPerSec,
+				n.Lost, n.Duplicated, n.OutOfOrder, us(n.LatencyUS.P50), us(n.LatencyUS.P99))
+			if n.PID > 0 {
+				fmt.Fprintf(w, "; pid %d cpu %.0fms = %.2fµs/delivery", n.PID, n.CPUPublishMS, n.CPUPerDeliveryUS)
+			}
+			if j := n.JoinLatencyUS; j != nil && j.Count > 0 {
+				fmt.Fprintf(w, "; presence join p50 %s p99 %s", us(j.P50), us(j.P99))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if p := r.Presence; p != nil {
+		fmt.Fprintf(w, "presence   %s: %d/%d joined (%.1f/s, target %g/s, hold %s, %d sockets), %d failed, %d left\n",
+			p.Channel, p.Joined, p.Attempted, p.JoinsPerSec, p.TargetRate, p.Hold, p.Sockets, p.Failed, p.Left)
+		fmt.Fprintf(w, "           join %s\n", latLine(p.JoinLatencyUS))
+		fmt.Fprintf(w, "           member_added %d/%d seen (missing %d, extra %d), member_removed %d/%d (missing %d, extra %d) on %d observers; mismatches %d\n",
+			p.MemberAdded.Seen, p.MemberAdded.Expected, p.MemberAdded.Missing, p.MemberAdded.Extra,
+			p.MemberRemoved.Seen, p.MemberRemoved.Expected, p.MemberRemoved.Missing, p.MemberRemoved.Extra,
+			len(p.Observers), p.Mismatches)
+		if p.FailedJoinEvent > 0 || p.UnknownEvents > 0 {
+			fmt.Fprintf(w, "           %d member events for failed joins, %d for unknown users\n", p.FailedJoinEvent, p.UnknownEvents)
+		}
+		for _, o := range p.Observers {
+			if o.MemberAdded.Missing+o.MemberAdded.Extra+o.MemberRemoved.Missing+o.MemberRemoved.Extra > 0 || o.ConnLost {
+				fmt.Fprintf(w, "           observer on %s: added missing %d extra %d, removed missing %d extra %d, connection lost %v\n",
+					o.Target, o.MemberAdded.Missing, o.MemberAdded.Extra, o.MemberRemoved.Missing, o.MemberRemoved.Extra, o.ConnLost)
+			}
+		}
+		fmt.Fprintf(w, "           join -> member_added %s\n", latLine(p.AddedLatencyUS))
+		fmt.Fprintf(w, "           leave -> member_removed %s\n", latLine(p.RemovedLatencyUS))
 	}
 	if r.IdleSeconds > 0 {
 		fmt.Fprintf(w, "idle       held %d connections for %.1fs\n", k.Subscribed, r.IdleSeconds)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -24,32 +25,65 @@ func run(parent context.Context, cfg *config, log io.Writer) (*report, error) {
 	subs, conn := connectAll(ctx, st, log)
 	rep.Connect = conn
 	srv.sample("after_connect")
-	stopPing := startPinger(subs, cfg.pingInterval)
 
 	var (
+		pres     *presence
+		presErr  error
 		pub      *publishers
 		pubStart time.Time
 		drained  time.Duration
 	)
+	dialer := newDialer(cfg)
+	if cfg.presenceChurn > 0 && len(subs) > 0 && ctx.Err() == nil {
+		pres = newPresence(st)
+		presErr = pres.connect(ctx, dialer, log)
+	}
+	pinged := subs
+	if pres != nil {
+		pinged = slices.Concat(subs, pres.conns())
+	}
+	stopPing := startPinger(pinged, cfg.pingInterval)
+
 	finish := func(err error) (*report, error) {
 		stopPing()
 		closeAll(st, subs)
+		if pres != nil {
+			pres.close()
+			rep.Presence = pres.report()
+		}
 		if pub != nil {
-			rep.Delivery = deliveryFigures(st, subs, pub, pubStart, drained)
-			lat := st.lat.snapshot().summary()
+			rep.Delivery, rep.Nodes = deliveryFigures(st, subs, pub, pubStart, drained)
+			lat := totalLatency(st)
 			rep.LatencyUS = &lat
+			if len(cfg.targets) > 1 {
+				rep.LatencySplit = splitFigures(st)
+			}
+			rep.Timeline = st.tl.rows()
+			if pres != nil {
+				for i := range rep.Nodes {
+					j := pres.joinSummary(i)
+					rep.Nodes[i].JoinLatencyUS = &j
+				}
+			}
 		}
 		rep.DeadlineHit = errors.Is(ctx.Err(), context.DeadlineExceeded)
 		rep.Interrupted = parent.Err() != nil
 		rep.ConnectionsLost = st.lost.Load()
 		rep.Tool = toolFigures(self0, rep)
 		rep.Server = srv.report(rep)
+		srv.nodeCPU(rep.Nodes)
 		rep.Errors = st.errs.list()
+		if werr := writeOutputs(cfg, rep); werr != nil && err == nil {
+			err = werr
+		}
 		return rep, err
 	}
 
 	if len(subs) == 0 {
 		return finish(errors.New("no subscriber could connect and subscribe"))
+	}
+	if presErr != nil {
+		return finish(presErr)
 	}
 	if cfg.idle {
 		fmt.Fprintf(log, "idle: %d subscribed, waiting %v\n", len(subs), cfg.idleWait)
@@ -70,15 +104,30 @@ func run(parent context.Context, cfg *config, log io.Writer) (*report, error) {
 	srv.sample("before_publish")
 	selfPub0 := getSelfUsage()
 	pubStart = time.Now()
+	st.tl.begin(pubStart)
 	stopProgress := progress(log, time.Second, func() string { return pub.progressLine(pubStart) })
+	presDone := make(chan struct{})
+	if pres != nil {
+		go func() {
+			defer close(presDone)
+			pres.run(ctx, dialer)
+		}()
+	} else {
+		close(presDone)
+	}
 	pr := pub.run(ctx)
 	rep.Publish = &pr
+	<-presDone
 
-	// Drain: wait for outstanding deliveries, or give up after -drain.
+	// Drain: wait for outstanding deliveries and member events, or give up
+	// after -drain.
 	drainStart := time.Now()
 	expected := pub.expected()
 	for st.unique.Load() < expected && time.Since(drainStart) < cfg.drain && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
+	}
+	for pres != nil && !pres.complete() && time.Since(drainStart) < cfg.drain && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
 	}
 	drained = time.Since(drainStart)
 	stopProgress()
@@ -86,6 +135,32 @@ func run(parent context.Context, cfg *config, log io.Writer) (*report, error) {
 	selfPub1 := getSelfUsage()
 	rep.toolPublishCPU = (selfPub1.User + selfPub1.Sys) - (selfPub0.User + selfPub0.Sys)
 	return finish(nil)
+}
+
+// writeOutputs writes the -timeseries CSV and the -plot SVG.
+func writeOutputs(cfg *config, rep *report) error {
+	if rep.Publish == nil {
+		return nil
+	}
+	if cfg.timeseriesFile != "" {
+		if err := writeFile(cfg.timeseriesFile, func(w io.Writer) error {
+			return writeCSV(w, rep.Timeline, cfg.targets)
+		}); err != nil {
+			return fmt.Errorf("-timeseries: %w", err)
+		}
+	}
+	if cfg.plotFile != "" {
+		title := fmt.Sprintf("bench: %d subscribers on %d server(s), %s", rep.Connect.Subscribed, len(cfg.targets), rep.modeText())
+		if cfg.presenceChurn > 0 {
+			title += fmt.Sprintf(", presence churn %g/s", cfg.presenceChurn)
+		}
+		if err := writeFile(cfg.plotFile, func(w io.Writer) error {
+			return writeSVG(w, rep.Timeline, title, cfg.targets)
+		}); err != nil {
+			return fmt.Errorf("-plot: %w", err)
+		}
+	}
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -111,33 +186,6 @@ type deliveryReport struct {
 	Invalid          int64   `json:"invalid"` // unparsable frames or unknown sequence numbers
 	ServerErrors     int64   `json:"server_errors"`
 	DrainSeconds     float64 `json:"drain_seconds"`
-}
-
-// deliveryFigures compares what every subscriber received with what was
-// accepted on its channel. It runs after all read loops have exited.
-func deliveryFigures(st *runState, subs []*subscriber, pub *publishers, pubStart time.Time, drained time.Duration) *deliveryReport {
-	d := &deliveryReport{Expected: pub.expected(), DrainSeconds: drained.Seconds()}
-	var last int64
-	for _, s := range subs {
-		valid := int64(andCount(s.recv, pub.acceptSeq[s.ch]))
-		d.Received += valid
-		d.Unacked += int64(s.recv.count()) - valid
-		d.Lost += pub.acceptN[s.ch] - valid
-		d.Frames += s.frames
-		d.Duplicated += s.dups
-		d.OutOfOrder += s.ooo
-		d.Foreign += s.foreign
-		d.Invalid += s.invalid
-		d.ServerErrors += s.errors
-		last = max(last, s.lastRecv)
-	}
-	if last > 0 {
-		d.Seconds = time.Unix(0, last).Sub(pubStart).Seconds()
-		if d.Seconds > 0 {
-			d.DeliveriesPerSec = float64(d.Received) / d.Seconds
-		}
-	}
-	return d
 }
 
 // serverProbe samples the server processes at named points of the run.
@@ -214,6 +262,24 @@ func (p *serverProbe) report(rep *report) *serverReport {
 		}
 	}
 	return r
+}
+
+// nodeCPU fills in each server's publish-phase CPU when there is one PID per
+// server (in -urls order).
+func (p *serverProbe) nodeCPU(nodes []nodeReport) {
+	s0, ok0 := p.samples["before_publish"]
+	s1, ok1 := p.samples["after_publish"]
+	if !ok0 || !ok1 || len(p.pids) != len(nodes) || len(nodes) < 2 {
+		return
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		cpu := s1.PerPID[i] - s0.PerPID[i]
+		n.PID, n.CPUPublishMS = p.pids[i], ms(cpu)
+		if n.Received > 0 {
+			n.CPUPerDeliveryUS = float64(cpu) / 1e3 / float64(n.Received)
+		}
+	}
 }
 
 type toolReport struct {

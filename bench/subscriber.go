@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -77,7 +77,12 @@ type runState struct {
 	issued []atomic.Int64 // sequence numbers handed out per channel
 	unique atomic.Int64   // distinct deliveries received (drain progress)
 
-	lat     shardedHist
+	latNode  []shardedHist // per subscriber server (index into cfg.targets)
+	latLocal shardedHist   // publisher and subscriber on the same server
+	latCross shardedHist   // on different servers
+	pubNode  []int         // publisher id -> index into cfg.targets, -1 if none
+	tl       *timeline
+
 	readers sync.WaitGroup
 	closing atomic.Bool
 	lost    atomic.Int64 // connections dropped before shutdown
@@ -86,9 +91,17 @@ type runState struct {
 
 func newRunState(cfg *config) *runState {
 	st := &runState{
-		cfg:    cfg,
-		issued: make([]atomic.Int64, cfg.channels),
-		lat:    newShardedHist(16),
+		cfg:      cfg,
+		issued:   make([]atomic.Int64, cfg.channels),
+		latLocal: newShardedHist(8),
+		latCross: newShardedHist(8),
+		tl:       newTimeline(len(cfg.targets), cfg.deadline),
+	}
+	for range cfg.targets {
+		st.latNode = append(st.latNode, newShardedHist(8))
+	}
+	for id := range cfg.publishers {
+		st.pubNode = append(st.pubNode, slices.Index(cfg.targets, cfg.pubTargets[id%len(cfg.pubTargets)]))
 	}
 	for i := range cfg.channels {
 		name := cfg.channelPrefix + strconv.Itoa(i)
@@ -106,6 +119,7 @@ func (st *runState) wsURL(target string) string {
 
 type subscriber struct {
 	id, ch int
+	node   int // index into cfg.targets
 	target string
 	conn   *websocket.Conn
 	wmu    sync.Mutex // the pinger and the reader (answering pusher:ping) both write
@@ -121,16 +135,22 @@ type subscriber struct {
 	errors   int64
 	lastRecv int64 // unix nanos of the last data frame
 	hist     *histogram
+	local    *histogram
+	cross    *histogram
 	buf      []byte
 }
 
 func newSubscriber(id int, st *runState) *subscriber {
+	node := id % len(st.cfg.targets)
 	s := &subscriber{
 		id:      id,
 		ch:      id % st.cfg.channels,
-		target:  st.cfg.targets[id%len(st.cfg.targets)],
+		node:    node,
+		target:  st.cfg.targets[node],
 		lastSeq: make([]int64, st.cfg.publishers),
-		hist:    st.lat.shard(id),
+		hist:    st.latNode[node].shard(id / len(st.cfg.targets)),
+		local:   st.latLocal.shard(id),
+		cross:   st.latCross.shard(id),
 	}
 	for i := range s.lastSeq {
 		s.lastSeq[i] = -1
@@ -282,7 +302,14 @@ func (s *subscriber) handle(st *runState, f []byte, now int64) {
 	} else {
 		s.lastSeq[pub] = seq
 	}
-	s.hist.record(uint64(max(now-ts, 0) / 1000))
+	lat := uint64(max(now-ts, 0) / 1000)
+	s.hist.record(lat)
+	if st.pubNode[pub] == s.node {
+		s.local.record(lat)
+	} else {
+		s.cross.record(lat)
+	}
+	st.tl.delivery(now, lat, s.node, s.id)
 }
 
 // sameChannel is the slow path for servers that format the envelope
@@ -366,15 +393,7 @@ type connectReport struct {
 // subscribed ones, ordered by id.
 func connectAll(ctx context.Context, st *runState, log io.Writer) ([]*subscriber, connectReport) {
 	cfg := st.cfg
-	d := &websocket.Dialer{
-		NetDialContext:   (&net.Dialer{}).DialContext,
-		HandshakeTimeout: cfg.connectTimeout,
-		// Small buffers and a shared write pool keep the tool's own memory
-		// per connection low; frames here are small.
-		ReadBufferSize:  1024,
-		WriteBufferSize: 512,
-		WriteBufferPool: &sync.Pool{},
-	}
+	d := newDialer(cfg)
 	var (
 		mu                sync.Mutex
 		subs              = make([]*subscriber, 0, cfg.subscribers)
