@@ -293,17 +293,19 @@ func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.R
 // got its first subscriber would miss publishes made meanwhile through a
 // node whose replica lags. A receiver with no subscriber drops a message
 // with one map lookup, so every node gets every message.
+//
+// The other nodes are sent the frame first, so that their fan-out runs while
+// this node writes to its own sockets.
 func (a *Adapter) Publish(ctx context.Context, appID, channel string, f pusher.Frame, except string) (int, error) {
+	var err error
+	if peers := a.alivePeers(); len(peers) > 0 {
+		err = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel,
+			Except: except, Payload: f}, peers)
+		if err != nil {
+			a.log.Warn("publish to other nodes incomplete", "app_id", appID, "channel", channel, "err", err)
+		}
+	}
 	n, _ := a.local.Publish(ctx, appID, channel, f, except)
-	peers := a.alivePeers()
-	if len(peers) == 0 {
-		return n, nil
-	}
-	err := a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel,
-		Except: except, Payload: f}, peers)
-	if err != nil {
-		a.log.Warn("publish to other nodes incomplete", "app_id", appID, "channel", channel, "err", err)
-	}
 	return n, err
 }
 
