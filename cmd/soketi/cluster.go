@@ -47,6 +47,7 @@ func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAd
 		RaftPort:        c.RaftPort,
 		ExpectedServers: c.ExpectedServers,
 		MasterTimeout:   c.MasterTimeout,
+		ReapDelay:       c.ReapDelay,
 		RequestTimeout:  cfg.ClusterRequestsTimeout,
 		Logger:          logger,
 	}, local)

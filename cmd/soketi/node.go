@@ -54,7 +54,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		BatchWindow: cfg.WebhooksBatchingDuration,
 		Logger:      logger,
 	})
-	lim := newLimiter(cfg, logger)
+	lim := newLimiter(cfg, n.cluster, logger)
 	var m pusher.Metrics // a nil *metrics.Metrics must not become a non-nil interface
 	if n.metrics != nil {
 		m = n.metrics
@@ -102,15 +102,22 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	return n, nil
 }
 
-// newLimiter returns the rate limiter for the HTTP API. Only the local
-// driver exists so far; RATE_LIMITER_DRIVER=cluster falls back to it.
-func newLimiter(cfg *config.Config, logger *slog.Logger) *limiter.Local {
+// rateLimiter is what the node needs of a limiter driver.
+type rateLimiter interface {
+	pusher.RateLimiter
+	Stats() limiter.Stats
+}
+
+// newLimiter returns the rate limiter for the HTTP API: with
+// RATE_LIMITER_DRIVER=cluster and the cluster adapter, an app's limits hold
+// for the whole cluster (leases from the Raft leader); otherwise each node
+// limits on its own.
+func newLimiter(cfg *config.Config, cl *cluster.Node, logger *slog.Logger) rateLimiter {
 	if cfg.RateLimiterDriver == "cluster" {
-		if cfg.AdapterDriver != "cluster" {
-			logger.Warn("RATE_LIMITER_DRIVER=cluster needs ADAPTER_DRIVER=cluster; limiting on this node only")
-		} else {
-			logger.Warn("the cluster rate limiter is not available yet; each node limits on its own")
+		if cl != nil {
+			return cl.RateLimiter(limiter.ClusterOptions{Logger: logger})
 		}
+		logger.Warn("RATE_LIMITER_DRIVER=cluster needs ADAPTER_DRIVER=cluster; limiting on this node only")
 	}
 	return limiter.NewLocal(limiter.Options{})
 }

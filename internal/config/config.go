@@ -79,6 +79,9 @@ type Cluster struct {
 	SecretKey        []byte // optional gossip encryption key
 	DataDir          string
 	ExpectedServers  int
+	// ReapDelay is how long a dead node keeps its presence members and
+	// occupancy before the leader purges them.
+	ReapDelay time.Duration
 }
 
 // Metrics configures the Prometheus server.
@@ -118,7 +121,7 @@ func Default() *Config {
 			KeepaliveInterval: 500 * time.Millisecond, CheckInterval: 500 * time.Millisecond,
 			NodeTimeout: 2 * time.Second, MasterTimeout: 2 * time.Second,
 			IgnoreProcess: true, BroadcastAddress: "255.255.255.255",
-			DataDir: "./soketi-data", ExpectedServers: 1,
+			DataDir: "./soketi-data", ExpectedServers: 1, ReapDelay: 10 * time.Second,
 		},
 		Metrics: Metrics{Driver: "prometheus", Host: "0.0.0.0", Port: 9601, Prefix: "soketi_"},
 		CORS: CORS{

@@ -37,6 +37,7 @@ func TestLoad_Environment(t *testing.T) {
 		"SOKETI_RATE_LIMITER_DRIVER":                "cluster",
 		"CLUSTER_UNICAST_ADDRESSES":                 `["198.18.0.2","198.18.0.3:11002","soketi-2.soketi"]`,
 		"CLUSTER_NODE_TIMEOUT":                      "3000",
+		"CLUSTER_REAP_DELAY":                        "1500",
 		"SOKETI_CLUSTER_PORT":                       "12000",
 		"CLUSTER_PORT":                              "13000", // the SOKETI_ name wins
 		"SOKETI_PRESENCE_MAX_MEMBERS":               "7",
@@ -51,7 +52,8 @@ func TestLoad_Environment(t *testing.T) {
 		t.Fatalf("env not applied: %+v %+v", c, a)
 	}
 	if c.AdapterDriver != "cluster" || c.RateLimiterDriver != "cluster" || c.Cluster.Port != 12000 ||
-		len(c.Cluster.UnicastAddresses) != 3 || c.Cluster.NodeTimeout != 3*time.Second {
+		len(c.Cluster.UnicastAddresses) != 3 || c.Cluster.NodeTimeout != 3*time.Second ||
+		c.Cluster.ReapDelay != 1500*time.Millisecond {
 		t.Fatalf("cluster env not applied: %+v", c.Cluster)
 	}
 	if a.MaxPresenceMembersPerChannel != 7 || a.MaxEventPayloadInKB != 0.5 || c.ShutdownGracePeriod != 100*time.Millisecond {

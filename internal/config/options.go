@@ -184,6 +184,8 @@ var options = []option{
 	{"cluster.dataDir", "CLUSTER_DATA_DIR", true, str(func(c *Config) *string { return &c.Cluster.DataDir })},
 	{"cluster.expectedServers", "CLUSTER_EXPECTED_SERVERS", true,
 		positiveInt(func(c *Config) *int { return &c.Cluster.ExpectedServers })},
+	{"cluster.reapDelay", "CLUSTER_REAP_DELAY", true,
+		positiveMillis(func(c *Config) *time.Duration { return &c.Cluster.ReapDelay })},
 
 	{"metrics.enabled", "METRICS_ENABLED", false, boolean(func(c *Config) *bool { return &c.Metrics.Enabled })},
 	{"metrics.driver", "METRICS_DRIVER", false, choice(func(c *Config) *string { return &c.Metrics.Driver }, "prometheus")},

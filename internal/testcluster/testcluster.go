@@ -28,6 +28,7 @@ import (
 
 	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
+	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -47,6 +48,20 @@ type Cluster struct {
 	port  int
 	ips   []string
 	dir   string
+	opts  Options
+}
+
+// Options adjust the nodes a cluster starts; the zero value is New's.
+type Options struct {
+	// App replaces App on every node. Keep App's id, key and secret: the
+	// clients sign with them.
+	App *pusher.App
+	// ClusterLimiter gives every node the cluster rate limiter
+	// (RATE_LIMITER_DRIVER=cluster); otherwise nothing is rate limited.
+	ClusterLimiter bool
+	// WrapLimiter, when set, wraps node i's limiter (nil without
+	// ClusterLimiter), e.g. to count what it admits.
+	WrapLimiter func(i int, l pusher.RateLimiter) pusher.RateLimiter
 }
 
 // Node is one member.
@@ -56,6 +71,7 @@ type Node struct {
 	URL     string // http://ip:port
 	Server  *pusher.Server
 	Cluster *cluster.Node
+	Limiter *limiter.Cluster // with Options.ClusterLimiter
 	http    *httptest.Server
 	cancel  context.CancelFunc
 	dead    bool
@@ -91,7 +107,13 @@ func (w *Webhooks) Count(name, channel string) int {
 // Raft group of n servers.
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Hooks: &Webhooks{}, dir: t.TempDir()}
+	return NewWithOptions(t, n, Options{})
+}
+
+// NewWithOptions is New with nodes adjusted by opts.
+func NewWithOptions(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Hooks: &Webhooks{}, dir: t.TempDir(), opts: opts}
 	base := 10 + rand.IntN(200)
 	for i := 0; i < n; i++ {
 		c.ips = append(c.ips, fmt.Sprintf("127.0.%d.%d", base, 1+i))
@@ -164,13 +186,26 @@ func (c *Cluster) start(i int) *Node {
 		ln.Close()
 		t.Fatalf("node %d: %v", i, err)
 	}
-	apps, _ := pusher.NewStaticApps([]*pusher.App{App})
-	srv := pusher.New(pusher.Options{Apps: apps, Adapter: cn.Adapter(), Webhooks: c.Hooks, Logger: logger})
+	app := App
+	if c.opts.App != nil {
+		app = c.opts.App
+	}
+	apps, _ := pusher.NewStaticApps([]*pusher.App{app})
+	var lim pusher.RateLimiter
+	var cl *limiter.Cluster
+	if c.opts.ClusterLimiter {
+		cl = cn.RateLimiter(limiter.ClusterOptions{Logger: logger})
+		lim = cl
+	}
+	if c.opts.WrapLimiter != nil {
+		lim = c.opts.WrapLimiter(i, lim)
+	}
+	srv := pusher.New(pusher.Options{Apps: apps, Adapter: cn.Adapter(), Webhooks: c.Hooks, Limiter: lim, Logger: logger})
 	hs := httptest.NewUnstartedServer(srv.Router())
 	hs.Listener.Close()
 	hs.Listener = ln
 	hs.Start()
-	return &Node{Index: i, IP: ip, URL: hs.URL, Server: srv, Cluster: cn, http: hs, cancel: cancel}
+	return &Node{Index: i, IP: ip, URL: hs.URL, Server: srv, Cluster: cn, Limiter: cl, http: hs, cancel: cancel}
 }
 
 // Close stops every node.

@@ -64,6 +64,7 @@ type Adapter struct {
 
 	queries *queries
 	retry   *retryQueue
+	leases  atomic.Pointer[leases] // the cluster rate limiter's transport, if any
 }
 
 type handlerBox struct{ h pusher.Handler }
@@ -410,7 +411,7 @@ func (a *Adapter) Deliver(from string, m stream.Message) {
 }
 
 // control is the small JSON protocol nodes use besides messages: socket
-// count reports and cluster-wide queries.
+// count reports, cluster-wide queries and rate-limit leases (limiter.go).
 type control struct {
 	Type  string         `json:"t"`
 	Apps  map[string]int `json:"apps,omitempty"`
@@ -437,6 +438,10 @@ func (a *Adapter) control(from string, payload []byte) {
 	case "reply":
 		if c.Reply != nil {
 			a.queries.resolve(from, *c.Reply)
+		}
+	case ctlLeaseAsk, ctlLeaseGrant:
+		if l := a.leases.Load(); l != nil {
+			l.control(from, c.Type, payload)
 		}
 	}
 }

@@ -44,16 +44,28 @@ type Node struct {
 	streams *stream.Streams
 	adapter *Adapter
 	logger  *slog.Logger
+	ctx     context.Context // ends when the node stops
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	// masterTimeout is how long a follower may go without hearing from
+	// the leader and still report a quorum.
+	masterTimeout time.Duration
 }
 
 // View is what GET /cluster shows: gossip's view, the Raft status and the streams.
 type View struct {
 	gossip.View
+	// Quorum says whether this node can change the replicated state now:
+	// it leads, or it heard from a leader within the master timeout.
+	// Without it the node serves its clients and the presence it has, and
+	// refuses presence joins (4302).
+	Quorum  bool                 `json:"quorum"`
 	Raft    consensus.NodeStatus `json:"raft"`
 	Streams StreamView           `json:"streams"`
+	// RateLimiter is set with RATE_LIMITER_DRIVER=cluster.
+	RateLimiter *RateLimiterView `json:"rate_limiter,omitempty"`
 }
 
 // StreamView summarises the inter-node streams.
@@ -83,7 +95,10 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	}
 	logger := cfg.Logger
 	adv, _ := gossip.AdvertiseAddr(g)
-	n := &Node{logger: logger}
+	n := &Node{logger: logger, masterTimeout: cfg.MasterTimeout}
+	if n.masterTimeout <= 0 {
+		n.masterTimeout = consensus.DefaultMasterTimeout
+	}
 
 	var adapter *Adapter
 	var err error
@@ -128,6 +143,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	membership.members = n.members
 
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.ctx = ctx
 	if err := n.streams.Start(ctx); err != nil {
 		n.members.Shutdown()
 		n.close()
@@ -172,12 +188,28 @@ func (n *Node) Members() *gossip.Members { return n.members }
 // Status is what GET /cluster shows.
 func (n *Node) Status() View {
 	st := n.streams.Stats()
-	return View{
-		View: n.members.View(),
-		Raft: n.raft.Status(),
+	rs := n.raft.Status()
+	v := View{
+		View:   n.members.View(),
+		Quorum: hasQuorum(rs, n.masterTimeout),
+		Raft:   rs,
 		Streams: StreamView{Address: n.streams.Addr(), Delivered: st.Delivered, Lost: st.Lost,
 			Dropped: st.Dropped},
 	}
+	if l := n.adapter.leases.Load(); l != nil {
+		v.RateLimiter = l.view()
+	}
+	return v
+}
+
+// hasQuorum reads a quorum from the raft status: a leader steps down once
+// it cannot reach a majority, and a follower forgets its leader after a
+// heartbeat timeout.
+func hasQuorum(rs consensus.NodeStatus, masterTimeout time.Duration) bool {
+	if rs.State == "leader" {
+		return true
+	}
+	return rs.LeaderID != "" && rs.LastContactMs >= 0 && time.Duration(rs.LastContactMs)*time.Millisecond < masterTimeout
 }
 
 // Leave announces a graceful departure, so that peers mark this node "left"
