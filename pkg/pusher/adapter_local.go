@@ -32,6 +32,7 @@ type channelState struct {
 	subs    []*Conn       // dense, for a fast fan-out loop
 	index   map[*Conn]int // position in subs, for O(1) removal
 	members map[string]*memberState
+	joined  map[*Conn]string // member key each presence connection joined as
 }
 
 type memberState struct {
@@ -119,6 +120,12 @@ func (a *LocalAdapter) Subscribe(_ context.Context, c *Conn, channel string, m *
 			ms.UserInfo = m.UserInfo
 		}
 		res.Members = ch.memberList()
+		if !already {
+			if ch.joined == nil {
+				ch.joined = map[*Conn]string{}
+			}
+			ch.joined[c] = key
+		}
 	}
 	if !already {
 		ch.index[c] = len(ch.subs)
@@ -152,11 +159,12 @@ func (a *LocalAdapter) Unsubscribe(_ context.Context, c *Conn, channel string) (
 	delete(ch.index, c)
 
 	res := LeaveResult{WasSubscribed: true}
-	if m := c.memberOf(channel); m != nil && ch.members != nil {
-		if ms := ch.members[m.Key()]; ms != nil {
+	if key, ok := ch.joined[c]; ok && ch.members != nil {
+		delete(ch.joined, c)
+		if ms := ch.members[key]; ms != nil {
 			ms.conns--
 			if ms.conns <= 0 {
-				delete(ch.members, m.Key())
+				delete(ch.members, key)
 				removed := ms.Member
 				res.RemovedMember = &removed
 			}

@@ -109,12 +109,6 @@ func (c *Conn) Channels() []string {
 	return out
 }
 
-func (c *Conn) memberOf(channel string) *Member {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.channels[channel]
-}
-
 func (c *Conn) isSubscribed(channel string) (bool, *Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
