@@ -195,8 +195,13 @@ func (nw *Network) Cleanup() error {
 			if exists("netns", h.Name) {
 				errs = append(errs, ip("netns", "del", h.Name))
 			}
+			// Deleting the namespace removes its end of the veth pair, and the
+			// kernel removes the host end shortly after: a link that went
+			// away in between is not an error.
 			if exists("link", h.Veth) {
-				errs = append(errs, ip("link", "del", h.Veth))
+				if err := ip("link", "del", h.Veth); err != nil && exists("link", h.Veth) {
+					errs = append(errs, err)
+				}
 			}
 		}
 		if exists("link", nw.Bridge) {

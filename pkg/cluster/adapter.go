@@ -212,6 +212,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 				return pusher.JoinResult{}, fmt.Errorf("%w: %w", ErrReplicaUnavailable, err)
 			}
 			out.MemberAdded = r.MemberAdded
+			out.Announced = true
 			out.Members = toMembers(r.Members)
 			out.ID = r.WebhookID()
 		} else {
@@ -257,6 +258,7 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 			a.retry.member(app.ID, channel, *m)
 		case r.MemberRemoved:
 			out.RemovedMember = m
+			out.Announced = true
 			out.ID = r.WebhookID()
 		}
 	}
@@ -461,11 +463,26 @@ func (a *Adapter) sendCounts(ctx context.Context) {
 	_ = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindControl, Payload: b}, peers)
 }
 
-// OnApply runs on every node for every committed command. A node purge
-// (a dead or restarted node) removes members and empties channels that no
-// local socket left: every node tells its own subscribers, and the leader,
-// which proposed the purge, sends the webhooks.
+// OnApply runs on every node for every committed command, in log order.
+// Every node tells its own subscribers of each member change as it commits,
+// so clients everywhere see the replicated list's changes in one order, and
+// a node that was cut off replays what it missed as it catches up. A node
+// purge (a dead or restarted node) also empties channels: the leader, which
+// proposed it, sends those webhooks; the proposer of a join or leave sends its own.
 func (a *Adapter) OnApply(r consensus.Result) {
+	if r.Status != consensus.StatusApplied {
+		return
+	}
+	if r.Member != nil && r.App != "" {
+		m := pusher.Member(*r.Member)
+		switch {
+		case r.Type == consensus.CmdPresenceJoin && r.MemberAdded:
+			a.local.PublishExceptUser(r.App, r.Channel, pusher.TextFrame(pusher.MemberAddedJSON(r.Channel, m)), m.Key())
+		case r.Type == consensus.CmdPresenceLeave && r.MemberRemoved:
+			_, _ = a.local.Publish(context.Background(), r.App, r.Channel,
+				pusher.TextFrame(pusher.MemberRemovedJSON(r.Channel, m)), "")
+		}
+	}
 	if len(r.Removed) == 0 && len(r.Vacated) == 0 {
 		return
 	}
@@ -509,7 +526,7 @@ func (a *Adapter) Reannounce(ctx context.Context) {
 			}
 			if r.MemberAdded {
 				mm := m
-				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm, ID: r.WebhookID()})
+				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm, WebhooksOnly: true, ID: r.WebhookID()})
 			}
 		}
 	}

@@ -138,9 +138,9 @@ func (q *retryQueue) pass(ctx context.Context) {
 		m := it.member
 		switch {
 		case r.MemberAdded:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberAdded: &m, ID: r.WebhookID()})
+			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberAdded: &m, WebhooksOnly: true, ID: r.WebhookID()})
 		case r.MemberRemoved:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberRemoved: &m, ID: r.WebhookID()})
+			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberRemoved: &m, WebhooksOnly: true, ID: r.WebhookID()})
 		}
 	}
 	for k := range occ {

@@ -122,7 +122,7 @@ func DeriveTiming(masterTimeout time.Duration) Timing {
 		Heartbeat:   hb,
 		Election:    hb,
 		LeaderLease: hb,
-		Commit:      min(20*time.Millisecond, hb/10),
+		Commit:      min(5*time.Millisecond, hb/10),
 	}
 }
 

@@ -14,9 +14,9 @@ func TestDeriveTiming(t *testing.T) {
 		master time.Duration
 		want   Timing
 	}{
-		{2 * time.Second, Timing{time.Second, time.Second, time.Second, 20 * time.Millisecond}},
-		{time.Second, Timing{500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 20 * time.Millisecond}},
-		{100 * time.Millisecond, Timing{200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond, 20 * time.Millisecond}},
+		{2 * time.Second, Timing{time.Second, time.Second, time.Second, 5 * time.Millisecond}},
+		{time.Second, Timing{500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 5 * time.Millisecond}},
+		{100 * time.Millisecond, Timing{200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond, 5 * time.Millisecond}},
 	} {
 		got := DeriveTiming(tt.master)
 		if got != tt.want {

@@ -140,6 +140,9 @@ func (m *Members) memberlistConfig(adv netip.Addr) *memberlist.Config {
 	c.SuspicionMaxTimeoutMult = t.SuspicionMaxTimeoutMult
 	c.GossipInterval = t.GossipInterval
 	c.GossipToTheDeadTime = t.GossipToTheDeadTime
+	// A restarted node keeps its id but may get a new gossip port: let it
+	// reclaim its name soon rather than after the dead entry expires.
+	c.DeadNodeReclaimTime = t.ProbeInterval
 	c.PushPullInterval = t.PushPullInterval
 	c.TCPTimeout = t.TCPTimeout
 	if len(m.cfg.SecretKey) > 0 {

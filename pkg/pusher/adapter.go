@@ -57,6 +57,9 @@ type JoinResult struct {
 	Members     []Member // presence members after the join, the joiner included
 	// ID identifies the transitions cluster-wide, for webhook deduplication.
 	ID string
+	// Announced: the adapter has told the channel's subscribers on every node
+	// of the member change; the server only sends the webhook.
+	Announced bool
 }
 
 // LeaveResult tells the handler which transitions an unsubscription caused.
@@ -66,6 +69,8 @@ type LeaveResult struct {
 	RemovedMember *Member // the user's last connection left the presence channel
 	// ID identifies the transitions cluster-wide, for webhook deduplication.
 	ID string
+	// Announced: as in JoinResult.
+	Announced bool
 }
 
 // Member is one user of a presence channel. UserID keeps its JSON type: 1 and "1" differ.

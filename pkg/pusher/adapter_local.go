@@ -438,3 +438,28 @@ func (a *LocalAdapter) HasLocalMember(appID, channel string, userID []byte) bool
 	ch := n.channels[channel]
 	return ch != nil && ch.members[string(userID)] != nil
 }
+
+// PublishExceptUser delivers f to the local subscribers of channel that are
+// not in it as userKey (a Member.Key), as member_added must not reach the
+// joining user.
+func (a *LocalAdapter) PublishExceptUser(appID, channel string, f Frame, userKey string) int {
+	n := a.ns(appID, false)
+	if n == nil {
+		return 0
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	ch := n.channels[channel]
+	if ch == nil {
+		return 0
+	}
+	sent := 0
+	for _, c := range ch.subs {
+		if ch.joined[c] == userKey {
+			continue
+		}
+		c.send(f, false)
+		sent++
+	}
+	return sent
+}

@@ -119,7 +119,9 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 
 	if kind == KindPresence {
 		if res.MemberAdded {
-			s.broadcast(ctx, app, channel, MemberAddedJSON(channel, *member), c.ID)
+			if !res.Announced {
+				s.broadcast(ctx, app, channel, MemberAddedJSON(channel, *member), c.ID)
+			}
 			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID, ID: eventID(res.ID, WebhookMemberAdded)})
 		}
 		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(res.Members), nil))
@@ -202,7 +204,9 @@ func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
 	}
 	app := c.App
 	if res.RemovedMember != nil {
-		s.broadcast(ctx, app, channel, MemberRemovedJSON(channel, *res.RemovedMember), "")
+		if !res.Announced {
+			s.broadcast(ctx, app, channel, MemberRemovedJSON(channel, *res.RemovedMember), "")
+		}
 		s.webhook(app, WebhookEvent{Name: WebhookMemberRemoved, Channel: channel, UserID: res.RemovedMember.UserID, ID: eventID(res.ID, WebhookMemberRemoved)})
 	}
 	if res.Vacated {

@@ -1,0 +1,86 @@
+//go:build netns && linux
+
+package netnstest
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// deliveryTimeout bounds how long a message or presence event may take to
+// reach a client on another node.
+const deliveryTimeout = 5 * time.Second
+
+// The presence events as the server sends them.
+const (
+	memberAdded   = "pusher_internal:member_added"
+	memberRemoved = "pusher_internal:member_removed"
+)
+
+// fence publishes a marker through each of the nodes and waits until every
+// client in ids has it. Streams are ordered per origin, so once a node's
+// fence has arrived, anything that node sent earlier (duplicates included)
+// has arrived too: counts taken after a fence are final.
+func fence(t *testing.T, cl *clients, c *raftCluster, channel string, ids []string, via ...int) {
+	t.Helper()
+	from := cl.mark()
+	tag := fmt.Sprintf("fence-%d", time.Now().UnixNano())
+	for _, i := range via {
+		cl.trigger(c.nodes[i], channel, "fence", fmt.Sprintf("%s-%d", tag, i))
+	}
+	for _, id := range ids {
+		for _, i := range via {
+			cl.waitEvent(from, deliveryTimeout, "fence on "+id, appEvent(id, channel, "fence", fmt.Sprintf("%s-%d", tag, i)))
+		}
+	}
+}
+
+// publishOnce publishes msgs as event "update" on channel, each through the
+// node msgs maps it to, and checks that every subscriber in subs receives
+// each exactly once and nothing else.
+func publishOnce(t *testing.T, cl *clients, c *raftCluster, channel string, subs []string, msgs map[string]int) {
+	t.Helper()
+	from := cl.mark()
+	via := map[int]bool{}
+	for data, i := range msgs {
+		cl.trigger(c.nodes[i], channel, "update", data)
+		via[i] = true
+	}
+	for _, id := range subs {
+		for data := range msgs {
+			cl.waitEvent(from, deliveryTimeout, fmt.Sprintf("%s on %s", data, id), appEvent(id, channel, "update", data))
+		}
+	}
+	var nodes []int
+	for i := range via {
+		nodes = append(nodes, i)
+	}
+	fence(t, cl, c, channel, subs, nodes...)
+	for _, id := range subs {
+		got := map[string]int{}
+		for _, ev := range cl.matching(from, frame(id, channel, "update")) {
+			var s string
+			json.Unmarshal(ev.Data, &s)
+			got[s]++
+		}
+		for data := range msgs {
+			if got[data] != 1 {
+				t.Fatalf("%s received %q %d times, want once (all: %v)", id, data, got[data], got)
+			}
+		}
+		if len(got) != len(msgs) {
+			t.Fatalf("%s received unexpected messages: %v", id, got)
+		}
+	}
+}
+
+// countEvents counts matching events since from for each client.
+func countEvents(cl *clients, from int, ids []string, match func(id string) func(event) bool) map[string]int {
+	out := map[string]int{}
+	for _, id := range ids {
+		out[id] = len(cl.matching(from, match(id)))
+	}
+	return out
+}

@@ -1,0 +1,190 @@
+//go:build netns && linux
+
+package netnstest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/soketi-go/soketi/internal/netns"
+	"github.com/soketi-go/soketi/pkg/cluster"
+	"github.com/soketi-go/soketi/pkg/gossip"
+)
+
+const (
+	nodeTimeout = 2 * time.Second
+	// slack covers scheduling of five processes plus the test on a small
+	// machine, and the detection tail DESIGN.md describes.
+	slack = 3 * time.Second
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/soketi once per test run, or returns $SOKETI_BIN
+// (a prebuilt binary to test instead).
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binPath = os.Getenv("SOKETI_BIN"); binPath != "" {
+			return
+		}
+		dir, err := os.MkdirTemp("", "soketi-netns-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "soketi")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/soketi")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/soketi: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// node is one soketi process in a namespace.
+type node struct {
+	host   *netns.Host
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	exited chan struct{}
+}
+
+func startNode(t *testing.T, h *netns.Host, env []string) *node {
+	t.Helper()
+	cmd := h.Command(context.Background(), binary(t), "start")
+	cmd.Dir = t.TempDir() // no stray .env
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	n := &node{host: h, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = n.out, n.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start soketi in %s: %v", h.Name, err)
+	}
+	go func() { cmd.Wait(); close(n.exited) }()
+	t.Cleanup(func() {
+		n.kill()
+		if t.Failed() {
+			t.Logf("--- %s (%s) output:\n%s", h.Name, h.Addr, n.out.String())
+		}
+	})
+	return n
+}
+
+func (n *node) kill() {
+	select {
+	case <-n.exited:
+	default:
+		n.cmd.Process.Signal(syscall.SIGKILL)
+		<-n.exited
+	}
+}
+
+func (n *node) running() bool {
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+var httpClient = &http.Client{Timeout: time.Second}
+
+// view fetches GET /cluster from the node: gossip's view, raft and streams.
+func (n *node) view() (cluster.View, error) {
+	var v cluster.View
+	resp, err := httpClient.Get("http://" + n.host.Addr.String() + ":6001/cluster")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("GET /cluster: %s", resp.Status)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+// states maps each member's IP to its state as n sees it.
+func (n *node) states() map[netip.Addr]gossip.State {
+	v, err := n.view()
+	if err != nil {
+		return nil
+	}
+	out := make(map[netip.Addr]gossip.State)
+	for _, m := range v.Members {
+		if ap, err := netip.ParseAddrPort(m.GossipAddr); err == nil {
+			out[ap.Addr()] = m.State
+		}
+	}
+	return out
+}
+
+// seesExactly reports whether n sees exactly want alive (and nothing else alive).
+func (n *node) seesExactly(want ...*node) bool {
+	st := n.states()
+	alive := 0
+	for _, s := range st {
+		if s == gossip.StateAlive {
+			alive++
+		}
+	}
+	if st == nil || alive != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if st[w.host.Addr] != gossip.StateAlive {
+			return false
+		}
+	}
+	return true
+}
+
+// waitFor polls cond every 50ms and returns how long it took.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
