@@ -213,7 +213,8 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 			}
 			out.MemberAdded = r.MemberAdded
 			out.Announced = true
-			out.Members = toMembers(r.Members)
+			// Apply returned after this replica applied the join.
+			out.Members = toMembers(fsm.Members(app.ID, channel))
 			out.ID = r.WebhookID()
 		} else {
 			out.Members = toMembers(fsm.Members(app.ID, channel))

@@ -264,7 +264,6 @@ func (f *FSM) join(c PresenceJoin, res *Result) {
 	}
 	m.sockets[c.Node] = 1
 	res.Member = &Member{UserID: m.id, UserInfo: m.info}
-	res.Members = sortedMembers(ch)
 }
 
 func (f *FSM) leave(c PresenceLeave, res *Result) {

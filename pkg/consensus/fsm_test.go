@@ -54,6 +54,15 @@ func applyCmd(t *testing.T, f *FSM, index uint64, c Command) Result {
 	return res
 }
 
+// withMembers fills a join result's member list from the replica, as the
+// proposer does after Apply.
+func withMembers(f *FSM, res Result) Result {
+	if res.Type == CmdPresenceJoin && res.Status == StatusApplied {
+		res.Members = f.Members(res.App, res.Channel)
+	}
+	return res
+}
+
 func check(t *testing.T, i int, res Result, w want) {
 	t.Helper()
 	if w.status == "" {
@@ -222,7 +231,7 @@ func TestFSM_Transitions(t *testing.T) {
 				if res.Index != uint64(i+1) || res.Type != s.cmd.Type() {
 					t.Fatalf("step %d: index %d type %s", i, res.Index, res.Type)
 				}
-				check(t, i, res, s.want)
+				check(t, i, withMembers(f, res), s.want)
 			}
 			if len(observed) != len(tt.steps) {
 				t.Fatalf("observer saw %d results, want %d", len(observed), len(tt.steps))
@@ -332,7 +341,7 @@ func TestFSM_Limits(t *testing.T) {
 		if i == 12 {
 			s.want.removed = true
 		}
-		check(t, i, res, s.want)
+		check(t, i, withMembers(f, res), s.want)
 		if s.want.status == StatusLimit && !errors.Is(res.Err(), ErrLimit) {
 			t.Fatalf("step %d: Err = %v", i, res.Err())
 		}

@@ -76,7 +76,7 @@ func TestNode_SingleNodeWorksAlone(t *testing.T) {
 	c.waitLeader(10 * time.Second)
 	c.waitRegistered(10 * time.Second)
 	res := c.joinLocal(a, "presence-x", `"u1"`)
-	if !res.MemberAdded || !slices.Equal(memberIDs(res.Members), []string{`"u1"`}) {
+	if !res.MemberAdded || !slices.Equal(memberIDs(a.n.FSM().Members("app", "presence-x")), []string{`"u1"`}) {
 		t.Fatalf("join result %+v", res)
 	}
 	if a.regs.Load() != 1 {

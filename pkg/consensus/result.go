@@ -63,10 +63,13 @@ type Result struct {
 	Channel string `json:"channel,omitempty"`
 
 	// Presence join/leave.
-	MemberAdded   bool     `json:"member_added,omitempty"`   // first socket of the user cluster-wide
-	MemberRemoved bool     `json:"member_removed,omitempty"` // last socket of the user cluster-wide
-	Member        *Member  `json:"member,omitempty"`         // the joining or leaving user
-	Members       []Member `json:"members,omitempty"`        // join only: members after the join, sorted
+	MemberAdded   bool    `json:"member_added,omitempty"`   // first socket of the user cluster-wide
+	MemberRemoved bool    `json:"member_removed,omitempty"` // last socket of the user cluster-wide
+	Member        *Member `json:"member,omitempty"`         // the joining or leaving user
+	// Members is not filled by the FSM: every replica applies every join,
+	// and building the list there would cost O(members) each time. The
+	// proposer reads its replica (FSM.Members) after Apply returns.
+	Members []Member `json:"members,omitempty"`
 
 	// Occupancy: the number of nodes with subscribers went 0→1 or 1→0.
 	ChannelOccupied bool `json:"channel_occupied,omitempty"`
