@@ -5,8 +5,6 @@ package testcluster
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -449,27 +446,7 @@ func (n *Node) API(t testing.TB, method, path string, params url.Values, body an
 	if body != nil {
 		raw, _ = json.Marshal(body)
 	}
-	q := url.Values{}
-	for k, v := range params {
-		q[k] = v
-	}
-	q.Set("auth_key", App.Key)
-	q.Set("auth_timestamp", strconv.FormatInt(time.Now().Unix(), 10))
-	q.Set("auth_version", "1.0")
-	if len(raw) > 0 {
-		sum := md5.Sum(raw)
-		q.Set("body_md5", hex.EncodeToString(sum[:]))
-	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + q.Get(k)
-	}
-	q.Set("auth_signature", pusher.Sign(App.Secret, method+"\n"+path+"\n"+strings.Join(parts, "&")))
+	q := pusher.SignedQuery(App.Key, App.Secret, method, path, params, raw, time.Now())
 	req, _ := http.NewRequest(method, n.URL+path+"?"+q.Encode(), strings.NewReader(string(raw)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,14 +1,10 @@
 package cluster_test
 
 import (
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,19 +87,7 @@ func hammer(nodes []*testcluster.Node, workers []int, pause []time.Duration, sto
 func postEvent(client *http.Client, n *testcluster.Node) (*http.Response, error) {
 	path := "/apps/" + testcluster.App.ID + "/events"
 	body := []byte(`{"name":"tick","channel":"rate","data":"{}"}`)
-	sum := md5.Sum(body)
-	q := url.Values{"auth_key": {testcluster.App.Key}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
-		"auth_version": {"1.0"}, "body_md5": {hex.EncodeToString(sum[:])}}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + q.Get(k)
-	}
-	q.Set("auth_signature", pusher.Sign(testcluster.App.Secret, "POST\n"+path+"\n"+strings.Join(parts, "&")))
+	q := pusher.SignedQuery(testcluster.App.Key, testcluster.App.Secret, "POST", path, nil, body, time.Now())
 	resp, err := client.Post(n.URL+path+"?"+q.Encode(), "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"math"
 	"net/http"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -205,23 +204,9 @@ func (s *Server) checkSignature(r *http.Request, app *App, body []byte) error {
 		sum := md5.Sum(body)
 		params["body_md5"] = hex.EncodeToString(sum[:])
 	}
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var qs strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			qs.WriteByte('&')
-		}
-		qs.WriteString(k)
-		qs.WriteByte('=')
-		qs.WriteString(params[k])
-	}
 	got := []byte(q.Get("auth_signature"))
 	for _, path := range candidatePaths(r) {
-		want := Sign(app.Secret, r.Method+"\n"+path+"\n"+qs.String())
+		want := Sign(app.Secret, stringToSign(r.Method, path, params))
 		if hmac.Equal(got, []byte(want)) {
 			return nil
 		}

@@ -2,15 +2,11 @@ package pusher
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,28 +203,7 @@ func subscriptionStatus(m map[string]any) int {
 
 // signedURL signs an HTTP API request the way the Pusher SDKs do.
 func signedURL(base string, app *App, method, path string, params url.Values, body []byte, ts time.Time) string {
-	q := url.Values{}
-	for k, v := range params {
-		q[k] = v
-	}
-	q.Set("auth_key", app.Key)
-	q.Set("auth_timestamp", strconv.FormatInt(ts.Unix(), 10))
-	q.Set("auth_version", "1.0")
-	if len(body) > 0 {
-		sum := md5.Sum(body)
-		q.Set("body_md5", hex.EncodeToString(sum[:]))
-	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + q.Get(k)
-	}
-	q.Set("auth_signature", Sign(app.Secret, method+"\n"+path+"\n"+strings.Join(parts, "&")))
-	return base + path + "?" + q.Encode()
+	return base + path + "?" + SignedQuery(app.Key, app.Secret, method, path, params, body, ts).Encode()
 }
 
 type apiResponse struct {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,23 +174,7 @@ func (c *raftCluster) incarnation(i, j int) uint64 {
 
 // api makes a signed HTTP API GET on node n.
 func api(n *node, path string, params url.Values, out any) error {
-	q := url.Values{}
-	for k, v := range params {
-		q[k] = v
-	}
-	q.Set("auth_key", "app-key")
-	q.Set("auth_timestamp", strconv.FormatInt(time.Now().Unix(), 10))
-	q.Set("auth_version", "1.0")
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + q.Get(k)
-	}
-	q.Set("auth_signature", pusher.Sign("app-secret", "GET\n"+path+"\n"+strings.Join(parts, "&")))
+	q := pusher.SignedQuery("app-key", "app-secret", "GET", path, params, nil, time.Now())
 	resp, err := httpClient.Get("http://" + n.host.Addr.String() + ":6001" + path + "?" + q.Encode())
 	if err != nil {
 		return err
