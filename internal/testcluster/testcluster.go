@@ -368,6 +368,25 @@ func (c *Client) Expect(event string) map[string]any {
 	}
 }
 
+// ExpectEither returns the next frame whose event is a or b.
+func (c *Client) ExpectEither(a, b string) map[string]any {
+	c.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				c.t.Fatalf("connection closed while waiting for %s or %s", a, b)
+			}
+			if m["event"] == a || m["event"] == b {
+				return m
+			}
+		case <-timeout:
+			c.t.Fatalf("timed out waiting for %s or %s", a, b)
+		}
+	}
+}
+
 // ExpectNone fails if a frame with event arrives within d.
 func (c *Client) ExpectNone(event string, d time.Duration) {
 	c.t.Helper()

@@ -313,6 +313,16 @@ func (a *Adapter) Publish(ctx context.Context, appID, channel string, f pusher.F
 	return n, err
 }
 
+// kindCache carries the last event of a cache channel to the other nodes.
+const kindCache stream.Kind = 16
+
+// ShareCache gives the last event of a cache channel to every other node.
+func (a *Adapter) ShareCache(ctx context.Context, appID, channel string, f pusher.Frame) {
+	if err := a.toAll(ctx, stream.Message{Kind: kindCache, App: appID, Channel: channel, Payload: f}); err != nil {
+		a.log.Warn("cache channel event not shared with every node", "app_id", appID, "channel", channel, "err", err)
+	}
+}
+
 // SendToUser delivers to the user's connections on every node.
 func (a *Adapter) SendToUser(ctx context.Context, appID, userID string, f pusher.Frame) (int, error) {
 	n, _ := a.local.SendToUser(ctx, appID, userID, f)
@@ -410,6 +420,10 @@ func (a *Adapter) Deliver(from string, m stream.Message) {
 		_ = a.local.TerminateUser(ctx, m.App, m.Channel)
 	case stream.KindControl:
 		a.control(from, m.Payload)
+	case kindCache:
+		if b := a.handler.Load(); b != nil {
+			b.h.StoreCache(m.App, m.Channel, pusher.Frame(m.Payload))
+		}
 	}
 }
 

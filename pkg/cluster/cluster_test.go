@@ -129,3 +129,21 @@ func TestCluster_OccupancyWebhooksOnce(t *testing.T) {
 		t.Fatalf("occupied %d, vacated %d webhooks; want 1 and 1", o, v)
 	}
 }
+
+// The last event of a cache channel published through one node reaches a
+// new subscriber on another.
+func TestCluster_CacheChannelSharedAcrossNodes(t *testing.T) {
+	c := testcluster.New(t, 2)
+	c.WaitReady(20 * time.Second)
+	c.Nodes[0].Trigger(t, "cache-news", "headline", "hello")
+	var m map[string]any
+	testcluster.WaitFor(t, 5*time.Second, "cached event on the other node", func() bool {
+		s := c.Nodes[1].Connect(t)
+		s.Subscribe("cache-news")
+		m = s.ExpectEither("headline", "pusher:cache_miss")
+		return m["event"] == "headline"
+	})
+	if m["data"] != "hello" {
+		t.Fatalf("cached event = %v", m)
+	}
+}

@@ -110,6 +110,15 @@ type Transition struct {
 // then tells the channel's subscribers on every node and sends the webhooks.
 type Handler interface {
 	Announce(ctx context.Context, appID string, t Transition)
+	// StoreCache keeps f as the last event of a cache channel, published
+	// through another node.
+	StoreCache(appID, channel string, f Frame)
+}
+
+// CacheSharer is implemented by adapters that give the last event of a
+// cache channel to the other nodes, so that a subscriber on any node gets it.
+type CacheSharer interface {
+	ShareCache(ctx context.Context, appID, channel string, f Frame)
 }
 
 // HandlerSetter is implemented by adapters that report transitions; New

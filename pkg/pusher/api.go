@@ -517,7 +517,11 @@ func (s *Server) publishEvent(ctx context.Context, app *App, e *eventRequest, ch
 			continue
 		}
 		if IsCacheChannel(ch) {
-			s.cache.put(app.ID, ch, TextFrame(payload), s.opts.ChannelCacheTTL)
+			f := TextFrame(payload)
+			s.cache.put(app.ID, ch, f, s.opts.ChannelCacheTTL)
+			if cs, ok := s.opts.Adapter.(CacheSharer); ok {
+				cs.ShareCache(ctx, app.ID, ch, f)
+			}
 		}
 		s.broadcast(ctx, app, ch, payload, except)
 	}

@@ -372,3 +372,10 @@ func eventID(transition, name string) string {
 	}
 	return transition + "/" + name
 }
+
+// StoreCache keeps the last event of a cache channel published on another node.
+func (s *Server) StoreCache(appID, channel string, f Frame) {
+	if IsCacheChannel(channel) {
+		s.cache.put(appID, channel, f, s.opts.ChannelCacheTTL)
+	}
+}
