@@ -197,7 +197,8 @@ func TestCluster_RateLimitHoldsAcrossNodes(t *testing.T) {
 	// fenced first window of the new master, where the old master's leases
 	// and the shares of nodes without one may add up (DESIGN.md: at most
 	// limit + limit·(N−1)/N). How much they admitted is logged.
-	checkWindows(t, "election", counts, killedAt, recovered+1, 2*rateLimit, false)
+	const nodes = 3
+	checkWindows(t, "election", counts, killedAt, recovered+1, rateLimit+(rateLimit*(nodes-1)+nodes-1)/nodes, false)
 	if end-(recovered+1) < 3 {
 		t.Fatalf("only %d whole windows after recovery", end-(recovered+1))
 	}
