@@ -413,9 +413,11 @@ func (a *Adapter) Deliver(from string, m stream.Message) {
 	ctx := context.Background()
 	switch m.Kind {
 	case stream.KindPublish:
-		_, _ = a.local.Publish(ctx, m.App, m.Channel, pusher.Frame(m.Payload), m.Except)
+		n, _ := a.local.Publish(ctx, m.App, m.Channel, pusher.Frame(m.Payload), m.Except)
+		a.delivered(m.App, n, m.Payload)
 	case stream.KindToUser:
-		_, _ = a.local.SendToUser(ctx, m.App, m.Channel, pusher.Frame(m.Payload))
+		n, _ := a.local.SendToUser(ctx, m.App, m.Channel, pusher.Frame(m.Payload))
+		a.delivered(m.App, n, m.Payload)
 	case stream.KindTerminateUser:
 		_ = a.local.TerminateUser(ctx, m.App, m.Channel)
 	case stream.KindControl:
@@ -424,6 +426,12 @@ func (a *Adapter) Deliver(from string, m stream.Message) {
 		if b := a.handler.Load(); b != nil {
 			b.h.StoreCache(m.App, m.Channel, pusher.Frame(m.Payload))
 		}
+	}
+}
+
+func (a *Adapter) delivered(app string, n int, payload []byte) {
+	if b := a.handler.Load(); b != nil && n > 0 {
+		b.h.Delivered(app, n, pusher.Frame(payload))
 	}
 }
 

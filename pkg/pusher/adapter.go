@@ -113,6 +113,9 @@ type Handler interface {
 	// StoreCache keeps f as the last event of a cache channel, published
 	// through another node.
 	StoreCache(appID, channel string, f Frame)
+	// Delivered counts n local deliveries of f for a message that came from
+	// another node, so the metrics count every frame this node writes.
+	Delivered(appID string, n int, f Frame)
 }
 
 // CacheSharer is implemented by adapters that give the last event of a

@@ -379,3 +379,10 @@ func (s *Server) StoreCache(appID, channel string, f Frame) {
 		s.cache.put(appID, channel, f, s.opts.ChannelCacheTTL)
 	}
 }
+
+// Delivered counts the local deliveries of a message from another node.
+func (s *Server) Delivered(appID string, n int, f Frame) {
+	if n > 0 {
+		s.opts.Metrics.FramesSent(appID, n, len(f))
+	}
+}
