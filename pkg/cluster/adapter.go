@@ -64,7 +64,12 @@ type Adapter struct {
 
 	queries *queries
 	retry   *retryQueue
-	leases  atomic.Pointer[leases] // the cluster rate limiter's transport, if any
+
+	// sendFailures counts messages other nodes did not get (back-pressure,
+	// an unknown peer); they are logged at most once per sendWarnEvery.
+	sendFailures atomic.Uint64
+	lastSendWarn atomic.Int64
+	leases       atomic.Pointer[leases] // the cluster rate limiter's transport, if any
 }
 
 type handlerBox struct{ h pusher.Handler }
@@ -306,7 +311,7 @@ func (a *Adapter) Publish(ctx context.Context, appID, channel string, f pusher.F
 		err = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel,
 			Except: except, Payload: f}, peers)
 		if err != nil {
-			a.log.Warn("publish to other nodes incomplete", "app_id", appID, "channel", channel, "err", err)
+			a.warnSendFailure("publish to other nodes incomplete", appID, channel, err)
 		}
 	}
 	n, _ := a.local.Publish(ctx, appID, channel, f, except)
@@ -319,7 +324,7 @@ const kindCache stream.Kind = 16
 // ShareCache gives the last event of a cache channel to every other node.
 func (a *Adapter) ShareCache(ctx context.Context, appID, channel string, f pusher.Frame) {
 	if err := a.toAll(ctx, stream.Message{Kind: kindCache, App: appID, Channel: channel, Payload: f}); err != nil {
-		a.log.Warn("cache channel event not shared with every node", "app_id", appID, "channel", channel, "err", err)
+		a.warnSendFailure("cache channel event not shared with every node", appID, channel, err)
 	}
 }
 
@@ -561,4 +566,18 @@ func joinIDs(a, b string) string {
 		return b
 	}
 	return a + "+" + b
+}
+
+// sendWarnEvery bounds how often failed sends to other nodes are logged: a
+// slow peer refuses messages by the thousand.
+const sendWarnEvery = 10 * time.Second
+
+func (a *Adapter) warnSendFailure(msg, appID, channel string, err error) {
+	total := a.sendFailures.Add(1)
+	now := time.Now().UnixNano()
+	last := a.lastSendWarn.Load()
+	if now-last < int64(sendWarnEvery) || !a.lastSendWarn.CompareAndSwap(last, now) {
+		return
+	}
+	a.log.Warn(msg, "app_id", appID, "channel", channel, "err", err, "failures_total", total)
 }
