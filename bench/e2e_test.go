@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
 // fakeServer speaks just enough of the Pusher protocol for the tool:
@@ -136,7 +137,7 @@ func (f *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 // and member_added to the other members (no dedup by user id: the tool uses
 // a new id per join).
 func (f *fakeServer) joinPresence(fc *fakeConn, ch, auth, channelData string) {
-	want := f.key + ":" + hmacHex(f.secret, fc.id+":"+ch+":"+channelData)
+	want := f.key + ":" + pusher.Sign(f.secret, fc.id+":"+ch+":"+channelData)
 	var cd struct {
 		UserID   string          `json:"user_id"`
 		UserInfo json.RawMessage `json:"user_info"`
@@ -209,8 +210,8 @@ func (f *fakeServer) servePublish(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	q := r.URL.Query()
 	ts, _ := strconv.ParseInt(q.Get("auth_timestamp"), 10, 64)
-	want := signedQuery(r.Method, r.URL.Path, f.key, f.secret, body, ts)
-	if q.Get("auth_key") != f.key || r.URL.RawQuery != want {
+	want := pusher.SignedQuery(f.key, f.secret, r.Method, r.URL.Path, nil, body, time.Unix(ts, 0)).Get("auth_signature")
+	if q.Get("auth_key") != f.key || q.Get("auth_signature") != want {
 		http.Error(w, `{"error":"bad signature"}`, http.StatusUnauthorized)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
 // Presence churn: a pool of sockets joins the presence channel at a fixed
@@ -112,7 +113,7 @@ func newPresence(st *runState) *presence {
 func (p *presence) subscribeFrame(socketID, user string) []byte {
 	cfg := p.st.cfg
 	cd, _ := json.Marshal(map[string]any{"user_id": user, "user_info": map[string]string{"name": "bench " + user}})
-	auth := cfg.key + ":" + hmacHex(cfg.secret, socketID+":"+p.channel+":"+string(cd))
+	auth := cfg.key + ":" + pusher.Sign(cfg.secret, socketID+":"+p.channel+":"+string(cd))
 	b, _ := json.Marshal(map[string]any{
 		"event": "pusher:subscribe",
 		"data":  map[string]string{"channel": p.channel, "auth": auth, "channel_data": string(cd)},

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
 type publishReport struct {
@@ -257,7 +259,7 @@ func (p *publishers) worker(id int, tokens <-chan struct{}) {
 }
 
 func (p *publishers) post(base string, body []byte, ts int64) (int, error) {
-	u := base + signedQuery(http.MethodPost, p.path, p.st.cfg.key, p.st.cfg.secret, body, ts)
+	u := base + pusher.SignedQuery(p.st.cfg.key, p.st.cfg.secret, http.MethodPost, p.path, nil, body, time.Unix(ts, 0)).Encode()
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, err

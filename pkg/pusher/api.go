@@ -115,12 +115,9 @@ const (
 	ctxBody
 )
 
-func appFrom(r *http.Request) *App                { return r.Context().Value(ctxApp).(*App) }
-func bodyFrom(r *http.Request) []byte             { b, _ := r.Context().Value(ctxBody).([]byte); return b }
-func readPoints(*http.Request) int                { return 1 }
-func (s *Server) now() time.Time                  { return time.Now() }
-func (s *Server) limitBody() int64                { return s.opts.RequestLimitBytes }
-func (s *Server) countHTTP(app *App, in, out int) { s.opts.Metrics.HTTPCall(app.ID, in, out) }
+func appFrom(r *http.Request) *App    { return r.Context().Value(ctxApp).(*App) }
+func bodyFrom(r *http.Request) []byte { b, _ := r.Context().Value(ctxBody).([]byte); return b }
+func readPoints(*http.Request) int    { return 1 }
 
 // appAuth finds the app, reads the body within the size limit and checks the
 // request signature.
@@ -139,7 +136,7 @@ func (s *Server) appAuth(next http.Handler) http.Handler {
 		}
 		var body []byte
 		if r.Body != nil {
-			limit := s.limitBody()
+			limit := s.opts.RequestLimitBytes
 			body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
 			if err != nil {
 				s.opts.Metrics.Rejected("bad_body")
@@ -161,7 +158,7 @@ func (s *Server) appAuth(next http.Handler) http.Handler {
 		cw := &countingWriter{ResponseWriter: w}
 		ctx := context.WithValue(context.WithValue(r.Context(), ctxApp, app), ctxBody, body)
 		next.ServeHTTP(cw, r.WithContext(ctx))
-		s.countHTTP(app, len(body), cw.n)
+		s.opts.Metrics.HTTPCall(app.ID, len(body), cw.n)
 	})
 }
 
@@ -190,7 +187,7 @@ func (s *Server) checkSignature(r *http.Request, app *App, body []byte) error {
 	if err != nil {
 		return errors.New("auth_timestamp missing")
 	}
-	if d := s.now().Sub(time.Unix(ts, 0)); math.Abs(float64(d)) > float64(authTimestampWindow) {
+	if d := s.clock().Sub(time.Unix(ts, 0)); math.Abs(float64(d)) > float64(authTimestampWindow) {
 		return errors.New("auth_timestamp outside the 600 s window")
 	}
 	params := map[string]string{}

@@ -12,7 +12,6 @@ type eventCache struct {
 	mu      sync.Mutex
 	entries map[cacheKey]cacheEntry
 	max     int
-	stopped bool
 }
 
 type cacheKey struct{ app, channel string }
@@ -55,16 +54,4 @@ func (c *eventCache) expire(now time.Time) {
 			delete(c.entries, k)
 		}
 	}
-}
-
-func (c *eventCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
-}
-
-func (c *eventCache) stop() {
-	c.mu.Lock()
-	c.stopped = true
-	c.mu.Unlock()
 }

@@ -5,16 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
 )
-
-func newBuffers(b [][]byte) *net.Buffers {
-	nb := net.Buffers(b)
-	return &nb
-}
 
 const errIllegalChannel = "The channel name is not allowed. Read channel conventions: " +
 	"https://pusher.com/docs/channels/using_channels/channels/#channel-naming-conventions"

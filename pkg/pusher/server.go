@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,14 +30,12 @@ type Options struct {
 	MaxCacheEntries int           // cache channels remembered, 100,000
 
 	// HTTP side.
-	PathPrefix          string
-	RequestLimitBytes   int64 // 100 MB
-	CORSOrigin          []string
-	CORSMethods         []string
-	CORSHeaders         []string
-	MemoryThresholdPct  float64 // /accept-traffic, 85
-	ClusterInfo         func() any
-	AppsForShutdownList func() []*App
+	PathPrefix         string
+	RequestLimitBytes  int64 // 100 MB
+	CORSOrigin         []string
+	CORSMethods        []string
+	CORSHeaders        []string
+	MemoryThresholdPct float64 // /accept-traffic, 85
 }
 
 // Server runs the Pusher protocol over connections handed to it by a transport.
@@ -45,6 +44,7 @@ type Server struct {
 	log     *slog.Logger
 	closing atomic.Bool
 	cache   *eventCache
+	clock   func() time.Time // request signatures' timestamp window; tests set it
 
 	connsMu sync.Mutex
 	conns   map[*Conn]struct{}
@@ -106,6 +106,7 @@ func New(opts Options) *Server {
 		opts:      opts,
 		log:       opts.Logger.With("component", "pusher"),
 		cache:     newEventCache(opts.MaxCacheEntries),
+		clock:     time.Now,
 		conns:     map[*Conn]struct{}{},
 		drained:   make(chan struct{}),
 		stopSweep: make(chan struct{}),
@@ -212,7 +213,6 @@ func (s *Server) sweep() {
 	for {
 		select {
 		case <-s.stopSweep:
-			s.cache.stop()
 			return
 		case now := <-t.C:
 			s.checkActivity(now)
@@ -283,9 +283,8 @@ func (s *Server) Open(ctx context.Context, appKey string, t Transport) *Conn {
 
 func (s *Server) reject(t Transport, e *Error, reason string) {
 	s.opts.Metrics.Rejected(reason)
-	bufs := [][]byte{TextFrame(errorJSON(e, "")), CloseFrame(e.Code, e.Message)}
-	nb := newBuffers(bufs)
-	if t.WriteBuffers(nb) != nil {
+	bufs := net.Buffers{TextFrame(errorJSON(e, "")), CloseFrame(e.Code, e.Message)}
+	if t.WriteBuffers(&bufs) != nil {
 		_ = t.Close()
 		return
 	}
