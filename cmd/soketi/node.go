@@ -58,8 +58,8 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	var m pusher.Metrics // a nil *metrics.Metrics must not become a non-nil interface
 	if n.metrics != nil {
 		m = n.metrics
-		n.metrics.ObserveWebhooks(func() metrics.WebhookStats { return metrics.WebhookStats(n.webhooks.Stats()) })
-		n.metrics.ObserveLimiter(func() metrics.LimiterStats { return metrics.LimiterStats(lim.Stats()) })
+		n.metrics.ObserveWebhooks(n.webhooks.Stats)
+		n.metrics.ObserveLimiter(lim.Stats)
 		if n.cluster != nil {
 			n.metrics.ObserveCluster(func() metrics.ClusterStats { return clusterFigures(n.cluster.Figures()) })
 		}

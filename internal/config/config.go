@@ -541,5 +541,3 @@ func toKey(v any) ([]byte, error) {
 	}
 	return k, nil
 }
-
-func parseIP(s string) net.IP { return net.ParseIP(s) }

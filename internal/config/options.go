@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
+	"net"
 
-	"github.com/soketi-go/soketi/pkg/gossip"
 	"strings"
 	"time"
+
+	"github.com/soketi-go/soketi/pkg/gossip"
 )
 
 // option binds one setting to its config-file dot path and its environment
@@ -219,6 +221,6 @@ var options = []option{
 }
 
 func isMulticast(s string) bool {
-	ip := parseIP(s)
+	ip := net.ParseIP(s)
 	return ip != nil && ip.IsMulticast()
 }

@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/soketi-go/soketi/pkg/limiter"
+	"github.com/soketi-go/soketi/pkg/webhook"
 )
 
 func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
@@ -89,10 +91,10 @@ func TestMetrics_SoketiNamesAndValues(t *testing.T) {
 	m.Rejected("bad_json")
 	m.Rejected("bad_json")
 	m.Rejected("rate_limited")
-	m.ObserveWebhooks(func() WebhookStats {
-		return WebhookStats{Queued: 9, Sent: 5, FailedAttempts: 4, Retries: 3, Dropped: 2, GaveUp: 1, QueueLength: 7, RetryPending: 6}
+	m.ObserveWebhooks(func() webhook.Stats {
+		return webhook.Stats{Queued: 9, Sent: 5, FailedAttempts: 4, Retries: 3, Dropped: 2, GaveUp: 1, QueueLength: 7, RetryPending: 6}
 	})
-	m.ObserveLimiter(func() LimiterStats { return LimiterStats{Keys: 4, Rejected: 8, Evictions: 1} })
+	m.ObserveLimiter(func() limiter.Stats { return limiter.Stats{Keys: 4, Rejected: 8, Evictions: 1} })
 
 	fams := scrape(t, m)
 	app1 := map[string]string{"app_id": "app-1", "port": "6001"}

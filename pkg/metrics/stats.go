@@ -5,31 +5,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/soketi-go/soketi/pkg/limiter"
+	"github.com/soketi-go/soketi/pkg/webhook"
 )
-
-// WebhookStats are the webhook sender's counters, read at scrape time.
-// Counts are of payloads (HTTP requests), not of events.
-type WebhookStats struct {
-	Queued         uint64 // payloads accepted into the queue
-	Sent           uint64 // payloads delivered (2xx)
-	FailedAttempts uint64 // attempts that did not get a 2xx
-	Retries        uint64 // retries scheduled
-	Dropped        uint64 // refused because a queue was full or the sender closed
-	GaveUp         uint64 // permanent failure or retries exhausted
-	QueueLength    int    // payloads waiting for a worker
-	RetryPending   int    // payloads waiting for their retry time
-}
-
-// LimiterStats are the rate limiter's counters, read at scrape time.
-type LimiterStats struct {
-	Keys      int
-	Rejected  uint64
-	Evictions uint64
-}
 
 // ObserveWebhooks exports the webhook sender's counters; stats is called on
 // every scrape. Call it at most once.
-func (m *Metrics) ObserveWebhooks(stats func() WebhookStats) {
+func (m *Metrics) ObserveWebhooks(stats func() webhook.Stats) {
 	m.counterFunc("webhooks_queued_total", "Webhook payloads queued for delivery.",
 		func() uint64 { return stats().Queued })
 	m.counterFunc("webhooks_sent_total", "Webhook payloads delivered with a 2xx answer.",
@@ -50,7 +33,7 @@ func (m *Metrics) ObserveWebhooks(stats func() WebhookStats) {
 
 // ObserveLimiter exports the rate limiter's counters; stats is called on
 // every scrape. Call it at most once.
-func (m *Metrics) ObserveLimiter(stats func() LimiterStats) {
+func (m *Metrics) ObserveLimiter(stats func() limiter.Stats) {
 	m.counterFunc("rate_limiter_rejections_total", "Rate limiter consumes refused.",
 		func() uint64 { return stats().Rejected })
 	m.counterFunc("rate_limiter_evictions_total", "Rate limiter keys evicted at the key cap.",
@@ -113,7 +96,6 @@ func (m *Metrics) ObserveCluster(stats func() ClusterStats) {
 		return last
 	}
 	for _, state := range []string{"alive", "suspect", "dead", "left"} {
-		state := state
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: m.prefix + "cluster_members", Help: "Cluster members this node sees, by state.",
 			ConstLabels: prometheus.Labels{"port": m.port, "state": state},
