@@ -21,8 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/limiter"
@@ -247,7 +246,7 @@ func (c *Cluster) Alive() []*Node {
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
 	alive := c.Alive()
-	WaitFor(c.t, timeout, "cluster ready", func() bool {
+	testutil.WaitFor(c.t, timeout, "cluster ready", func() bool {
 		leader := ""
 		for _, n := range alive {
 			st := n.Cluster.Status()
@@ -271,9 +270,22 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 		}
 		return true
 	})
-	// Every node must also route to every other: stream peers are refreshed
-	// from gossip each second.
-	time.Sleep(1200 * time.Millisecond)
+	// Every node must also route to every other: stream peers follow gossip
+	// within a second of it seeing them.
+	testutil.WaitFor(c.t, timeout, "streams between every pair of nodes", func() bool {
+		for _, n := range alive {
+			connected := 0
+			for _, p := range n.Cluster.Figures().Streams.Peers {
+				if p.Connected {
+					connected++
+				}
+			}
+			if connected < len(alive)-1 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // Leader returns the index of the Raft leader among alive nodes, or -1.
@@ -286,136 +298,27 @@ func (c *Cluster) Leader() int {
 	return -1
 }
 
-// WaitFor polls cond until it holds or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Client is a raw Pusher WebSocket client.
-type Client struct {
-	t        testing.TB
-	ws       *websocket.Conn
-	frames   chan map[string]any
-	SocketID string
-}
+// Client is the shared raw test client with cluster-test helpers.
+type Client struct{ *testutil.Client }
 
 // Connect opens a connection to node n and waits for connection_established.
 func (n *Node) Connect(t testing.TB) *Client {
 	t.Helper()
-	u := "ws" + strings.TrimPrefix(n.URL, "http") + "/app/" + App.Key + "?protocol=7"
-	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
-	if err != nil {
-		t.Fatalf("dial node %d: %v", n.Index, err)
-	}
-	c := &Client{t: t, ws: ws, frames: make(chan map[string]any, 4096)}
-	go func() {
-		defer close(c.frames)
-		for {
-			_, msg, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			var m map[string]any
-			if json.Unmarshal(msg, &m) == nil {
-				c.frames <- m
-			}
-		}
-	}()
-	t.Cleanup(func() { ws.Close() })
-	m := c.Expect("pusher:connection_established")
-	var d struct {
-		SocketID string `json:"socket_id"`
-	}
-	_ = json.Unmarshal([]byte(m["data"].(string)), &d)
-	c.SocketID = d.SocketID
+	c := &Client{testutil.Dial(t, "ws"+strings.TrimPrefix(n.URL, "http")+"/app/"+App.Key+"?protocol=7")}
+	c.Established()
 	return c
-}
-
-// Send writes a frame.
-func (c *Client) Send(v any) {
-	b, _ := json.Marshal(v)
-	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
-
-// Close drops the connection without a close handshake.
-func (c *Client) Close() { c.ws.NetConn().Close() }
-
-// Expect returns the next frame with the given event.
-func (c *Client) Expect(event string) map[string]any {
-	c.t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case m, ok := <-c.frames:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting for %s", event)
-			}
-			if m["event"] == event {
-				return m
-			}
-		case <-timeout:
-			c.t.Fatalf("timed out waiting for %s", event)
-		}
-	}
-}
-
-// ExpectEither returns the next frame whose event is a or b.
-func (c *Client) ExpectEither(a, b string) map[string]any {
-	c.t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case m, ok := <-c.frames:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting for %s or %s", a, b)
-			}
-			if m["event"] == a || m["event"] == b {
-				return m
-			}
-		case <-timeout:
-			c.t.Fatalf("timed out waiting for %s or %s", a, b)
-		}
-	}
-}
-
-// ExpectNone fails if a frame with event arrives within d.
-func (c *Client) ExpectNone(event string, d time.Duration) {
-	c.t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case m, ok := <-c.frames:
-			if !ok {
-				return
-			}
-			if m["event"] == event {
-				c.t.Fatalf("unexpected %s: %v", event, m)
-			}
-		case <-timeout:
-			return
-		}
-	}
 }
 
 // Subscribe subscribes to a public channel and waits for success.
 func (c *Client) Subscribe(channel string) {
-	c.t.Helper()
+	c.T.Helper()
 	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel}})
 	c.Expect("pusher_internal:subscription_succeeded")
 }
 
 // SubscribePrivate subscribes to a private channel with a valid signature.
 func (c *Client) SubscribePrivate(channel string) {
-	c.t.Helper()
+	c.T.Helper()
 	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel,
 		"auth": App.Key + ":" + pusher.Sign(App.Secret, c.SocketID+":"+channel)}})
 	c.Expect("pusher_internal:subscription_succeeded")
@@ -430,7 +333,7 @@ type Presence struct {
 
 // JoinPresence joins a presence channel as userID (a JSON value) and returns the members.
 func (c *Client) JoinPresence(channel, userID string) Presence {
-	c.t.Helper()
+	c.T.Helper()
 	cd := `{"user_id":` + userID + `,"user_info":{"n":` + userID + `}}`
 	c.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": channel,
 		"channel_data": cd, "auth": App.Key + ":" + pusher.Sign(App.Secret, c.SocketID+":"+channel+":"+cd)}})
@@ -439,7 +342,7 @@ func (c *Client) JoinPresence(channel, userID string) Presence {
 		Presence Presence `json:"presence"`
 	}
 	if err := json.Unmarshal([]byte(m["data"].(string)), &d); err != nil {
-		c.t.Fatalf("presence data: %v", err)
+		c.T.Fatalf("presence data: %v", err)
 	}
 	return d.Presence
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/testcluster"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -87,7 +88,7 @@ func TestCluster_PresenceIsOneListAcrossNodes(t *testing.T) {
 		t.Fatalf("member_removed = %s", got)
 	}
 	a.ExpectNone("pusher_internal:member_removed", 300*time.Millisecond)
-	testcluster.WaitFor(t, 5*time.Second, "one member left everywhere", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "one member left everywhere", func() bool {
 		for _, n := range c.Nodes {
 			_, body := n.API(t, "GET", "/apps/app-id/channels/"+ch+"/users", nil, nil)
 			if users, _ := body["users"].([]any); len(users) != 1 {
@@ -121,7 +122,7 @@ func TestCluster_OccupancyWebhooksOnce(t *testing.T) {
 	for _, cl := range clients {
 		cl.Unsubscribe("busy")
 	}
-	testcluster.WaitFor(t, 5*time.Second, "channel_vacated", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "channel_vacated", func() bool {
 		return c.Hooks.Count(pusher.WebhookChannelVacated, "busy") >= 1
 	})
 	time.Sleep(300 * time.Millisecond)
@@ -137,7 +138,7 @@ func TestCluster_CacheChannelSharedAcrossNodes(t *testing.T) {
 	c.WaitReady(20 * time.Second)
 	c.Nodes[0].Trigger(t, "cache-news", "headline", "hello")
 	var m map[string]any
-	testcluster.WaitFor(t, 5*time.Second, "cached event on the other node", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "cached event on the other node", func() bool {
 		s := c.Nodes[1].Connect(t)
 		s.Subscribe("cache-news")
 		m = s.ExpectEither("headline", "pusher:cache_miss")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/testcluster"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -178,7 +179,7 @@ func TestCluster_RateLimitHoldsAcrossNodes(t *testing.T) {
 	var recovered int64
 	go func() {
 		defer close(done)
-		testcluster.WaitFor(t, 20*time.Second, "leases from a new master", func() bool {
+		testutil.WaitFor(t, 20*time.Second, "leases from a new master", func() bool {
 			for _, n := range alive {
 				st := n.Cluster.Status().RateLimiter
 				if st.Mode != "leases" || st.Master == "" || st.Master == fmt.Sprintf("node%d", leader) {

@@ -11,18 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+	"github.com/soketi-go/soketi/internal/testutil"
+)
 
 // fakeMembership is a node's membership view, fed by the test.
 type fakeMembership struct {
@@ -268,7 +259,7 @@ func (c *tcluster) leader() *tnode {
 func (c *tcluster) waitLeader(timeout time.Duration) *tnode {
 	c.t.Helper()
 	var lead *tnode
-	waitFor(c.t, timeout, "a leader known to all", func() bool { lead = c.leader(); return lead != nil })
+	testutil.WaitFor(c.t, timeout, "a leader known to all", func() bool { lead = c.leader(); return lead != nil })
 	return lead
 }
 
@@ -283,7 +274,7 @@ func (c *tcluster) follower() *tnode {
 
 func (c *tcluster) waitRegistered(timeout time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, timeout, "every node registered everywhere", func() bool {
+	testutil.WaitFor(c.t, timeout, "every node registered everywhere", func() bool {
 		for _, tn := range c.running() {
 			for _, o := range c.running() {
 				if inc, ok := tn.n.FSM().Incarnation(o.id); !ok || inc != o.inc {
@@ -346,7 +337,7 @@ func (c *tcluster) waitMembers(timeout time.Duration, channel string, want ...st
 	if want == nil {
 		want = []string{}
 	}
-	waitFor(c.t, timeout, fmt.Sprintf("members of %s = %v on every node", channel, want), func() bool {
+	testutil.WaitFor(c.t, timeout, fmt.Sprintf("members of %s = %v on every node", channel, want), func() bool {
 		for _, tn := range c.running() {
 			if !slices.Equal(memberIDs(tn.n.FSM().Members("app", channel)), want) {
 				return false

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 func TestDeriveTiming(t *testing.T) {
@@ -158,7 +160,7 @@ func TestCluster_BootstrapForwardAndReadYourWrites(t *testing.T) {
 		t.Fatal("last leave did not remove the member")
 	}
 	c.waitMembers(5*time.Second, "presence-x")
-	waitFor(t, 5*time.Second, "one member_added and one member_removed per node", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "one member_added and one member_removed per node", func() bool {
 		for _, tn := range c.running() {
 			if tn.added.Load() != 1 || tn.gone.Load() != 1 {
 				return false
@@ -219,7 +221,7 @@ func TestCluster_LeaderLossFailoverAndReap(t *testing.T) {
 	// After the reap delay the dead leader's member is purged everywhere
 	// and the dead node leaves the configuration.
 	c.waitMembers(15*time.Second, "presence-x", want...)
-	waitFor(t, 10*time.Second, "dead node removed from the configuration", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "dead node removed from the configuration", func() bool {
 		for _, tn := range c.running() {
 			if slices.Contains(voters(tn), old.id) {
 				return false
@@ -281,15 +283,15 @@ func TestCluster_MergeSeparateGroups(t *testing.T) {
 	c := newTestCluster(t, 2, 1)
 	a, b := c.start(0), c.start(1)
 	// Alone, each bootstraps its own group.
-	waitFor(t, 10*time.Second, "two single-node groups", func() bool { return a.n.IsLeader() && b.n.IsLeader() })
-	waitFor(t, 10*time.Second, "both registered", func() bool { return a.n.Registered() && b.n.Registered() })
+	testutil.WaitFor(t, 10*time.Second, "two single-node groups", func() bool { return a.n.IsLeader() && b.n.IsLeader() })
+	testutil.WaitFor(t, 10*time.Second, "both registered", func() bool { return a.n.Registered() && b.n.Registered() })
 	c.joinLocal(a, "presence-x", `"from-a"`)
 	c.joinLocal(b, "presence-x", `"from-b"`)
 
 	// They find each other: node-a's group (lower id) wins, node-b wipes
 	// its state, is added, re-registers and re-proposes its local state.
 	c.link(0, 1)
-	waitFor(t, 20*time.Second, "one group of two", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "one group of two", func() bool {
 		return slices.Equal(voters(a), []string{"node-a", "node-b"}) && slices.Equal(voters(b), []string{"node-a", "node-b"})
 	})
 	if lead := c.waitLeader(10 * time.Second); lead != a {
@@ -328,7 +330,7 @@ func TestCluster_GracefulLeaveRemovedAtOnce(t *testing.T) {
 	<-lead.done
 	lead.n = nil
 	next := c.waitLeader(10 * time.Second)
-	waitFor(t, 10*time.Second, "left node removed and purged", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "left node removed and purged", func() bool {
 		return !slices.Contains(voters(next), lead.id) && next.n.FSM().MemberCount("app", "presence-x") == 0
 	})
 	c.waitMembers(5*time.Second, "presence-x")

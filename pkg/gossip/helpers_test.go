@@ -8,23 +8,7 @@ import (
 	"net"
 	"sync"
 	"testing"
-	"time"
 )
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // testLog collects log lines and prints them only when the test fails, so
 // memberlist goroutines that outlive a test never write to a finished T.

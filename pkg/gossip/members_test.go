@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 func TestMembers_UnicastClusterDetectsDeathAndLeave(t *testing.T) {
@@ -17,7 +19,7 @@ func TestMembers_UnicastClusterDetectsDeathAndLeave(t *testing.T) {
 		ms[i] = start(t, n.cfg)
 	}
 
-	took := waitFor(t, 15*time.Second, "every node to see 4 alive members", func() bool {
+	took := testutil.WaitFor(t, 15*time.Second, "every node to see 4 alive members", func() bool {
 		for _, m := range ms {
 			if len(m.AliveMembers()) != 4 {
 				return false
@@ -43,7 +45,7 @@ func TestMembers_UnicastClusterDetectsDeathAndLeave(t *testing.T) {
 	timeout := ms[0].cfg.NodeTimeout
 	const slack = 3 * time.Second // scheduling under -race on a small machine
 	ms[3].Shutdown()
-	took = waitFor(t, timeout+slack, "loop-4 dead on every other node", func() bool {
+	took = testutil.WaitFor(t, timeout+slack, "loop-4 dead on every other node", func() bool {
 		for _, m := range ms[:3] {
 			if stateOf(m, "loop-4") != StateDead {
 				return false
@@ -57,7 +59,7 @@ func TestMembers_UnicastClusterDetectsDeathAndLeave(t *testing.T) {
 	if err := ms[2].Leave(time.Second); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
-	took = waitFor(t, timeout, "loop-3 left on loop-1 and loop-2", func() bool {
+	took = testutil.WaitFor(t, timeout, "loop-3 left on loop-1 and loop-2", func() bool {
 		return stateOf(ms[0], "loop-3") == StateLeft && stateOf(ms[1], "loop-3") == StateLeft
 	})
 	t.Logf("leave seen everywhere after %s", took)
@@ -116,7 +118,7 @@ func TestMembers_ClusterNamesStayApart(t *testing.T) {
 	for i, n := range nodes {
 		ms[i] = start(t, n.cfg)
 	}
-	waitFor(t, 15*time.Second, "pairs to form and foreign beacons to be dropped", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "pairs to form and foreign beacons to be dropped", func() bool {
 		for _, m := range ms {
 			if len(m.AliveMembers()) != 2 || m.Stats().DroppedCluster == 0 {
 				return false
@@ -145,7 +147,7 @@ func TestMembers_SecretKeyMismatchDoesNotJoin(t *testing.T) {
 	for i, n := range nodes {
 		ms[i] = start(t, n.cfg)
 	}
-	waitFor(t, 15*time.Second, "every node to try and fail to join the others", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every node to try and fail to join the others", func() bool {
 		for _, m := range ms {
 			if m.Stats().JoinFailures < 2 {
 				return false
@@ -166,7 +168,7 @@ func TestMembers_SameKeyJoins(t *testing.T) {
 		nodes[i].cfg.SecretKey = []byte("0123456789abcdef")
 	}
 	a, b := start(t, nodes[0].cfg), start(t, nodes[1].cfg)
-	waitFor(t, 15*time.Second, "encrypted pair to join", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "encrypted pair to join", func() bool {
 		return len(a.AliveMembers()) == 2 && len(b.AliveMembers()) == 2
 	})
 }
@@ -256,7 +258,7 @@ func TestMembers_WarnsWhenAlone(t *testing.T) {
 	nodes[0].cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	nodes[0].cfg.KeepaliveInterval = 100 * time.Millisecond
 	start(t, nodes[0].cfg)
-	waitFor(t, 20*time.Second, "the no-peers warning", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the no-peers warning", func() bool {
 		logs.mu.Lock()
 		defer logs.mu.Unlock()
 		s := logs.buf.String()

@@ -115,7 +115,7 @@ func TestAPI_ChannelQueries(t *testing.T) {
 	ts := newTestServer(t, Options{}, app)
 	a := ts.connect(t, app.Key)
 	a.subscribe("pub-1")
-	a.expect("pusher_internal:subscription_succeeded")
+	a.Expect("pusher_internal:subscription_succeeded")
 	presenceJoin(t, ts, app, a, "presence-r", `{"user_id":1}`)
 	b := ts.connect(t, app.Key)
 	presenceJoin(t, ts, app, b, "presence-r", `{"user_id":1}`)
@@ -200,15 +200,15 @@ func TestAPI_PublishExcludesSocketAndReportsInfo(t *testing.T) {
 	b := ts.connect(t, app.Key)
 	for _, c := range []*client{a, b} {
 		c.subscribe("room")
-		c.expect("pusher_internal:subscription_succeeded")
+		c.Expect("pusher_internal:subscription_succeeded")
 	}
 	r := ts.api(t, app, "POST", "/apps/app-id/events", nil, map[string]any{
-		"name": "e", "channel": "room", "data": "x", "socket_id": a.socketID, "info": "subscription_count"})
+		"name": "e", "channel": "room", "data": "x", "socket_id": a.SocketID, "info": "subscription_count"})
 	if r.status != 200 || r.body["channels"].(map[string]any)["room"].(map[string]any)["subscription_count"] != float64(2) {
 		t.Fatalf("publish with info = %d %v", r.status, r.body)
 	}
-	b.expect("e")
-	a.expectNone("e", 150*time.Millisecond)
+	b.Expect("e")
+	a.ExpectNone("e", 150*time.Millisecond)
 
 	r = ts.api(t, app, "POST", "/apps/app-id/batch_events", nil, map[string]any{"batch": []any{
 		map[string]any{"name": "b1", "channel": "room", "data": "1"},
@@ -217,8 +217,8 @@ func TestAPI_PublishExcludesSocketAndReportsInfo(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("batch = %d %v", r.status, r.body)
 	}
-	a.expect("b1")
-	a.expect("b2")
+	a.Expect("b1")
+	a.Expect("b2")
 }
 
 func TestAPI_RateLimitHeadersAnd429(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // testServer is a Server behind a real HTTP listener.
@@ -50,124 +50,20 @@ func newTestServer(t *testing.T, opts Options, apps ...*App) *testServer {
 	return &testServer{Server: s, http: h, apps: sa}
 }
 
-// client is a raw WebSocket client that decodes frames into maps.
-type client struct {
-	t        *testing.T
-	ws       *websocket.Conn
-	frames   chan map[string]any
-	closed   chan int // close code received
-	socketID string
-}
+// client is the shared raw test client with the protocol helpers of this package.
+type client struct{ *testutil.Client }
 
 func (ts *testServer) dial(t *testing.T, key string) *client {
 	t.Helper()
-	u := "ws" + strings.TrimPrefix(ts.http.URL, "http") + "/app/" + key + "?protocol=7"
-	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	c := &client{t: t, ws: ws, frames: make(chan map[string]any, 1024), closed: make(chan int, 1)}
-	go func() {
-		for {
-			_, msg, err := ws.ReadMessage()
-			if err != nil {
-				code := 1006
-				if ce, ok := err.(*websocket.CloseError); ok {
-					code = ce.Code
-				}
-				c.closed <- code
-				close(c.frames)
-				return
-			}
-			var m map[string]any
-			if json.Unmarshal(msg, &m) == nil {
-				c.frames <- m
-			}
-		}
-	}()
-	t.Cleanup(func() { ws.Close() })
-	return c
+	return &client{testutil.Dial(t, "ws"+strings.TrimPrefix(ts.http.URL, "http")+"/app/"+key+"?protocol=7")}
 }
 
 // connect dials and waits for connection_established.
 func (ts *testServer) connect(t *testing.T, key string) *client {
 	t.Helper()
 	c := ts.dial(t, key)
-	m := c.expect("pusher:connection_established")
-	var d struct {
-		SocketID        string `json:"socket_id"`
-		ActivityTimeout int    `json:"activity_timeout"`
-	}
-	if err := json.Unmarshal([]byte(m["data"].(string)), &d); err != nil {
-		t.Fatalf("connection_established data: %v", err)
-	}
-	c.socketID = d.SocketID
+	c.Established()
 	return c
-}
-
-func (c *client) send(v any) {
-	c.t.Helper()
-	b, _ := json.Marshal(v)
-	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
-
-// expect returns the next frame with the given event, failing on timeout.
-func (c *client) expect(event string) map[string]any {
-	c.t.Helper()
-	timeout := time.After(5 * time.Second)
-	for {
-		select {
-		case m, ok := <-c.frames:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting for %s", event)
-			}
-			if m["event"] == event {
-				return m
-			}
-		case <-timeout:
-			c.t.Fatalf("timed out waiting for %s", event)
-		}
-	}
-}
-
-// expectNone asserts that no frame with event arrives within d.
-func (c *client) expectNone(event string, d time.Duration) {
-	c.t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case m, ok := <-c.frames:
-			if !ok {
-				return
-			}
-			if m["event"] == event {
-				c.t.Fatalf("unexpected %s: %v", event, m)
-			}
-		case <-timeout:
-			return
-		}
-	}
-}
-
-// expectClose waits for the close code.
-func (c *client) expectClose(code int) {
-	c.t.Helper()
-	for {
-		select {
-		case _, ok := <-c.frames:
-			if !ok {
-				got := <-c.closed
-				if got != code {
-					c.t.Fatalf("close code %d, want %d", got, code)
-				}
-				return
-			}
-		case <-time.After(5 * time.Second):
-			c.t.Fatalf("timed out waiting for close %d", code)
-		}
-	}
 }
 
 func (c *client) subscribe(channel string, extra ...string) {
@@ -178,7 +74,7 @@ func (c *client) subscribe(channel string, extra ...string) {
 	if len(extra) > 1 {
 		d["channel_data"] = extra[1]
 	}
-	c.send(map[string]any{"event": "pusher:subscribe", "data": d})
+	c.Send(map[string]any{"event": "pusher:subscribe", "data": d})
 }
 
 func channelAuth(app *App, socketID, channel, channelData string) string {
@@ -240,18 +136,6 @@ func (ts *testServer) trigger(t *testing.T, app *App, channel, event, data strin
 	t.Helper()
 	return ts.api(t, app, "POST", "/apps/"+app.ID+"/events", nil,
 		map[string]any{"name": event, "channel": channel, "data": data})
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (ts *testServer) local() *LocalAdapter { return ts.opts.Adapter.(*LocalAdapter) }

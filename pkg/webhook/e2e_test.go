@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -56,7 +57,7 @@ func TestSender_ThroughPusherServer(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 5*time.Second, func() bool { return sender.Stats().Sent == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return sender.Stats().Sent == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -15,19 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 type request struct {
 	header http.Header
@@ -136,7 +126,7 @@ func TestSender_EveryKind(t *testing.T) {
 	for _, ev := range events {
 		s.Send(app, ev)
 	}
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == uint64(len(events)) })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == uint64(len(events)) })
 
 	wantUA := fmt.Sprintf("SoketiWebhooksAxiosClient/1.0 (Process: %d)", os.Getpid())
 	got := map[string]json.RawMessage{}
@@ -238,7 +228,7 @@ func TestSender_CustomHeadersCannotOverrideSignature(t *testing.T) {
 	}})
 	s := newSender(t, Config{})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return rcv.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return rcv.count() == 1 })
 	r := rcv.requests()[0]
 	checkSigned(t, r, app)
 	if r.header.Get("X-Custom") != "yes" {
@@ -293,7 +283,7 @@ func TestSender_BatchCap(t *testing.T) {
 		s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: fmt.Sprint(i)})
 	}
 	// Two full batches go at once; the fifth event waits for the window (an hour).
-	waitFor(t, 5*time.Second, func() bool { return rcv.count() == 2 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return rcv.count() == 2 })
 	for _, r := range rcv.requests() {
 		if n := len(r.payload(t).Events); n != 2 {
 			t.Errorf("batch of %d events, want 2", n)
@@ -313,7 +303,7 @@ func TestSender_BatchWindow(t *testing.T) {
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelVacated, Channel: "c"})
 	// Sent when the window ends, without Close. Both events normally share
 	// one payload; a slow machine may split them across two windows.
-	waitFor(t, 5*time.Second, func() bool {
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool {
 		events := 0
 		for _, r := range rcv.requests() {
 			events += len(r.payload(t).Events)
@@ -345,7 +335,7 @@ func TestSender_RetriesWithBackoff(t *testing.T) {
 	app := testApp("app-1", pusher.Webhook{URL: rcv.URL, EventTypes: allKinds})
 	s := newSender(t, Config{})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == 1 })
 	reqs := rcv.requests()
 	if len(reqs) != 3 {
 		t.Fatalf("%d requests, want 3", len(reqs))
@@ -380,7 +370,7 @@ func TestSender_FailureKinds(t *testing.T) {
 			app := testApp("app-1", pusher.Webhook{URL: rcv.URL, EventTypes: allKinds})
 			s := newSender(t, Config{MaxAttempts: 3})
 			s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-			waitFor(t, 5*time.Second, func() bool { return s.Stats().GaveUp == 1 })
+			testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().GaveUp == 1 })
 			st := s.Stats()
 			if rcv.count() != tt.attempts || st.FailedAttempts != uint64(tt.attempts) || st.Retries != uint64(tt.attempts-1) || st.Sent != 0 {
 				t.Errorf("requests = %d, stats = %+v; want %d attempts", rcv.count(), st, tt.attempts)
@@ -394,7 +384,7 @@ func TestSender_RetryPeriodBounded(t *testing.T) {
 	app := testApp("app-1", pusher.Webhook{URL: rcv.URL, EventTypes: allKinds})
 	s := newSender(t, Config{RetryBase: 40 * time.Millisecond, RetryMax: 40 * time.Millisecond, RetryFor: 50 * time.Millisecond})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().GaveUp == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().GaveUp == 1 })
 	// Back-off is 20-40 ms, so at most three attempts fit in 50 ms.
 	if n := rcv.count(); n < 1 || n > 3 {
 		t.Errorf("%d attempts in the retry period", n)
@@ -408,7 +398,7 @@ func TestSender_NetworkErrorRetried(t *testing.T) {
 	app := testApp("app-1", pusher.Webhook{URL: url, EventTypes: allKinds})
 	s := newSender(t, Config{MaxAttempts: 2})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().GaveUp == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().GaveUp == 1 })
 	if st := s.Stats(); st.FailedAttempts != 2 || st.Retries != 1 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -434,7 +424,7 @@ func TestSender_QueueFullDrops(t *testing.T) {
 	s := newSender(t, Config{Workers: 1, QueueSize: 1})
 	ev := pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"}
 	s.Send(app, ev)
-	waitFor(t, 5*time.Second, func() bool { return rcv.count() == 1 }) // the only worker is busy
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return rcv.count() == 1 }) // the only worker is busy
 	done := make(chan struct{})
 	go func() {
 		for range 4 {
@@ -451,7 +441,7 @@ func TestSender_QueueFullDrops(t *testing.T) {
 		t.Errorf("stats = %+v", st)
 	}
 	close(release)
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 2 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == 2 })
 }
 
 func TestSender_RetryQueueBounded(t *testing.T) {
@@ -461,7 +451,7 @@ func TestSender_RetryQueueBounded(t *testing.T) {
 	for range 3 {
 		s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
 	}
-	waitFor(t, 5*time.Second, func() bool { st := s.Stats(); return st.Retries+st.Dropped == 3 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { st := s.Stats(); return st.Retries+st.Dropped == 3 })
 	if st := s.Stats(); st.RetryPending != 1 || st.Retries != 1 || st.Dropped != 2 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -510,7 +500,7 @@ func TestSender_CloseGivesUpAtDeadline(t *testing.T) {
 	s := newSender(t, Config{Workers: 1})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return rcv.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return rcv.count() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -529,7 +519,7 @@ func TestSender_LambdaSkipped(t *testing.T) {
 	)
 	s := newSender(t, Config{})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == 1 })
 	if st := s.Stats(); st.Queued != 1 {
 		t.Errorf("stats = %+v; the lambda webhook must not be queued", st)
 	}
@@ -558,9 +548,9 @@ func TestSender_WebhookIDStableAcrossRetries(t *testing.T) {
 	app := testApp("app-1", pusher.Webhook{URL: rcv.URL, EventTypes: allKinds})
 	s := newSender(t, Config{})
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelOccupied, Channel: "c", ID: "42-occupancy/channel_occupied"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 1 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == 1 })
 	s.Send(app, pusher.WebhookEvent{Name: pusher.WebhookChannelVacated, Channel: "c"})
-	waitFor(t, 5*time.Second, func() bool { return s.Stats().Sent == 2 })
+	testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return s.Stats().Sent == 2 })
 	reqs := rcv.requests()
 	if len(reqs) != 4 {
 		t.Fatalf("%d requests, want 4", len(reqs))

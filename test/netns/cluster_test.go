@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/netns"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/gossip"
 )
 
@@ -74,7 +75,7 @@ func TestCluster_DiscoveryModes(t *testing.T) {
 				}
 			}
 			lastStart := time.Now()
-			waitFor(t, 30*time.Second, "every node to see all 5 alive", func() bool {
+			testutil.WaitFor(t, 30*time.Second, "every node to see all 5 alive", func() bool {
 				for _, n := range nodes {
 					if !n.seesExactly(nodes...) {
 						return false
@@ -93,7 +94,7 @@ func TestCluster_DiscoveryModes(t *testing.T) {
 			victim, rest := nodes[size-1], nodes[:size-1]
 			killed := time.Now()
 			victim.kill()
-			waitFor(t, nodeTimeout+slack, "the killed node dead on every other node", func() bool {
+			testutil.WaitFor(t, nodeTimeout+slack, "the killed node dead on every other node", func() bool {
 				for _, n := range rest {
 					if n.states()[victim.host.Addr] != gossip.StateDead {
 						return false
@@ -108,7 +109,7 @@ func TestCluster_DiscoveryModes(t *testing.T) {
 			if err := cut.host.Cut(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, nodeTimeout+slack, "the cut node dead on the others", func() bool {
+			testutil.WaitFor(t, nodeTimeout+slack, "the cut node dead on the others", func() bool {
 				for _, n := range others {
 					if n.states()[cut.host.Addr] != gossip.StateDead {
 						return false
@@ -120,7 +121,7 @@ func TestCluster_DiscoveryModes(t *testing.T) {
 				t.Fatal(err)
 			}
 			restored := time.Now()
-			waitFor(t, 30*time.Second, "the restored node alive everywhere again", func() bool {
+			testutil.WaitFor(t, 30*time.Second, "the restored node alive everywhere again", func() bool {
 				for _, n := range rest {
 					if !n.seesExactly(rest...) {
 						return false
@@ -152,7 +153,7 @@ func TestCluster_PrefixesStayApart(t *testing.T) {
 		}
 	}
 	red, blue := nodes[:2], nodes[2:]
-	waitFor(t, 30*time.Second, "both pairs to form", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "both pairs to form", func() bool {
 		return red[0].seesExactly(red...) && red[1].seesExactly(red...) &&
 			blue[0].seesExactly(blue...) && blue[1].seesExactly(blue...)
 	})

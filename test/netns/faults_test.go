@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // roomChannel is the presence channel the fault tests watch.
@@ -163,7 +165,7 @@ func TestClusterPusher_LeaderKill(t *testing.T) {
 	p.drop(leader)
 	bound := masterTimeout + time.Second + loadSlack
 	newLeader := -1
-	failover := waitFor(t, bound, "the survivors to agree on a new raft leader", func() bool {
+	failover := testutil.WaitFor(t, bound, "the survivors to agree on a new raft leader", func() bool {
 		newLeader = c.raftLeader(survivors...)
 		return newLeader >= 0
 	})
@@ -213,7 +215,7 @@ func TestClusterPusher_Partition(t *testing.T) {
 	t.Logf("MEASURE partition_majority_ready=%s (cut until the majority agrees on a leader and sees the minority dead)",
 		time.Since(parted).Round(time.Millisecond))
 	var status string
-	waitFor(t, masterTimeout+loadSlack, "the minority to say on /cluster that it has no quorum", func() bool {
+	testutil.WaitFor(t, masterTimeout+loadSlack, "the minority to say on /cluster that it has no quorum", func() bool {
 		v, err := c.nodes[minority].view()
 		status = fmt.Sprintf("quorum %v, raft state %s, leader %q, last contact %d ms", v.Quorum, v.Raft.State, v.Raft.LeaderID, v.Raft.LastContactMs)
 		return err == nil && !v.Quorum && v.Raft.LeaderID == "" && v.Raft.State != "leader"
@@ -316,7 +318,7 @@ func restartFollower(t *testing.T, rejoin time.Duration, env ...string) {
 	p.drop(f)
 	restarted := time.Now()
 	c.start(f)
-	waitFor(t, rejoin, "one leader everywhere and the others seeing the new incarnation", func() bool {
+	testutil.WaitFor(t, rejoin, "one leader everywhere and the others seeing the new incarnation", func() bool {
 		for _, i := range rest {
 			if c.incarnation(i, f) <= oldInc {
 				return false

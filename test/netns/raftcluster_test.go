@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/netns"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -151,7 +152,7 @@ func (c *raftCluster) agreedLeader(group ...int) int {
 func (c *raftCluster) waitFormed(timeout time.Duration, group ...int) int {
 	c.t.Helper()
 	leader := -1
-	waitFor(c.t, timeout, fmt.Sprintf("nodes %v to agree on a registered raft leader", group), func() bool {
+	testutil.WaitFor(c.t, timeout, fmt.Sprintf("nodes %v to agree on a registered raft leader", group), func() bool {
 		leader = c.agreedLeader(group...)
 		return leader >= 0
 	})
@@ -211,7 +212,7 @@ func (c *raftCluster) waitSubscriptions(timeout time.Duration, n *node, channel 
 	var body struct {
 		SubscriptionCount int `json:"subscription_count"`
 	}
-	waitFor(c.t, timeout, fmt.Sprintf("%d subscriptions to %s", want, channel), func() bool {
+	testutil.WaitFor(c.t, timeout, fmt.Sprintf("%d subscriptions to %s", want, channel), func() bool {
 		err := api(n, "/apps/app-id/channels/"+channel, url.Values{"info": {"subscription_count"}}, &body)
 		return err == nil && body.SubscriptionCount == want
 	})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -189,7 +190,7 @@ func TestClusterRateLimit_HoldsAcrossNodes(t *testing.T) {
 		"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC="+strconv.Itoa(rlLimit))
 	leader := c.waitFormed(formTimeout, c.all()...)
 	leaderID := c.nodeID(leader)
-	waitFor(t, settleTimeout, "every node to spend leases of the leader", func() bool {
+	testutil.WaitFor(t, settleTimeout, "every node to spend leases of the leader", func() bool {
 		return c.leasesFrom(leaderID, c.all()...)
 	})
 

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // benchPair connects a sender "a" to a receiver "b" whose deliver is f.
@@ -21,7 +23,7 @@ func benchPair(b *testing.B, key []byte, f func(string, Message)) *Streams {
 	b.Cleanup(func() { _ = recv.Close() })
 	send := newNode(b, "a", withKey(key))
 	send.SetPeers(map[string]string{"b": recv.Addr()})
-	waitFor(b, 10*time.Second, "connection", func() bool { return send.peerStats("b").Connected })
+	testutil.WaitFor(b, 10*time.Second, "connection", func() bool { return send.peerStats("b").Connected })
 	return send.Streams
 }
 

@@ -11,19 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 )
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("STREAM_TEST_LOG") != "" {

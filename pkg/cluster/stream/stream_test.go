@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 var (
@@ -31,9 +33,9 @@ func TestStreams_OrderedDelivery(t *testing.T) {
 		mesh(a, b)
 		const n = 10_000
 		sendAll(t, a.Streams, "b", 1, n, 200)
-		waitFor(t, 20*time.Second, "b to receive everything", func() bool { return b.rec.count("a") >= n })
+		testutil.WaitFor(t, 20*time.Second, "b to receive everything", func() bool { return b.rec.count("a") >= n })
 		checkRange(t, b.rec.seqs("a"), 1, n)
-		waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+		testutil.WaitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
 
 		as, bs := a.Stats(), b.Stats()
 		if as.Sent != n || as.Enqueued != n || as.Dropped != 0 {
@@ -74,7 +76,7 @@ func TestStreams_MessageFieldsSurvive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "all kinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
+	testutil.WaitFor(t, 10*time.Second, "all kinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
 	mu.Lock()
 	defer mu.Unlock()
 	for i := range want {
@@ -113,7 +115,7 @@ func TestStreams_AllToAll(t *testing.T) {
 			if src == dst {
 				continue
 			}
-			waitFor(t, 20*time.Second, dst.id+" to receive from "+src.id, func() bool { return dst.rec.count(src.id) >= n })
+			testutil.WaitFor(t, 20*time.Second, dst.id+" to receive from "+src.id, func() bool { return dst.rec.count(src.id) >= n })
 			checkRange(t, dst.rec.seqs(src.id), 1, n)
 		}
 	}
@@ -127,7 +129,7 @@ func TestStreams_BroadcastRetriesOnBackpressure(t *testing.T) {
 	if err := a.Broadcast(context.Background(), numbered(1, 8), []string{"b", "a", "nobody"}); !errors.Is(err, ErrUnknownPeer) {
 		t.Fatalf("Broadcast to an unknown peer: %v", err)
 	}
-	waitFor(t, 5*time.Second, "delivery to the known peer", func() bool { return b.rec.count("a") == 1 })
+	testutil.WaitFor(t, 5*time.Second, "delivery to the known peer", func() bool { return b.rec.count("a") == 1 })
 }
 
 func TestStreams_ConnectionKilledMidStream(t *testing.T) {
@@ -143,7 +145,7 @@ func TestStreams_ConnectionKilledMidStream(t *testing.T) {
 		kills := 0
 		for kills < 8 && b.rec.count("a") < n {
 			at, reconnects := b.rec.count("a"), a.Stats().Reconnects
-			waitFor(t, 10*time.Second, "connection and progress", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "connection and progress", func() bool {
 				return a.peerStats("b").Connected && (b.rec.count("a") > at || at >= n)
 			})
 			var killed bool
@@ -156,10 +158,10 @@ func TestStreams_ConnectionKilledMidStream(t *testing.T) {
 				continue
 			}
 			kills++
-			waitFor(t, 10*time.Second, "reconnect", func() bool { return a.Stats().Reconnects > reconnects })
+			testutil.WaitFor(t, 10*time.Second, "reconnect", func() bool { return a.Stats().Reconnects > reconnects })
 		}
 		<-done
-		waitFor(t, 30*time.Second, "every message after the kills", func() bool { return b.rec.last("a") == n })
+		testutil.WaitFor(t, 30*time.Second, "every message after the kills", func() bool { return b.rec.last("a") == n })
 		checkRange(t, b.rec.seqs("a"), 1, n)
 		st := a.Stats()
 		if st.Reconnects < uint64(kills) {
@@ -178,18 +180,18 @@ func TestStreams_ReceiverRestart(t *testing.T) {
 	addr := b.Addr()
 	mesh(a, b)
 	sendAll(t, a.Streams, "b", 1, 1000, 64)
-	waitFor(t, 10*time.Second, "first life to receive", func() bool { return b.rec.count("a") == 1000 })
-	waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+	testutil.WaitFor(t, 10*time.Second, "first life to receive", func() bool { return b.rec.count("a") == 1000 })
+	testutil.WaitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
 
 	_ = b.Close()
-	waitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
 	sendAll(t, a.Streams, "b", 1001, 1500, 64) // queued while b is down
 
 	b2 := newNode(t, "b", func(c *Config) { c.Incarnation = 2; c.BindAddr = addr })
 	b2.SetPeers(map[string]string{"a": a.Addr()})
-	waitFor(t, 10*time.Second, "queued messages to reach the new life", func() bool { return b2.rec.count("a") == 500 })
+	testutil.WaitFor(t, 10*time.Second, "queued messages to reach the new life", func() bool { return b2.rec.count("a") == 500 })
 	sendAll(t, a.Streams, "b", 1501, 2000, 64)
-	waitFor(t, 10*time.Second, "the rest", func() bool { return b2.rec.count("a") >= 1000 })
+	testutil.WaitFor(t, 10*time.Second, "the rest", func() bool { return b2.rec.count("a") >= 1000 })
 	checkRange(t, b2.rec.seqs("a"), 1001, 2000)
 	if d := a.Stats().Dropped; d != 0 {
 		t.Errorf("dropped %d, want 0", d)
@@ -201,14 +203,14 @@ func TestStreams_OriginRestartResetsSequence(t *testing.T) {
 	a := newNode(t, "a", func(c *Config) { c.Incarnation = 10 })
 	a.SetPeers(map[string]string{"b": b.Addr()})
 	sendAll(t, a.Streams, "b", 1, 500, 64)
-	waitFor(t, 10*time.Second, "first life", func() bool { return b.rec.count("a") == 500 })
+	testutil.WaitFor(t, 10*time.Second, "first life", func() bool { return b.rec.count("a") == 500 })
 	_ = a.Close()
 
 	// The new life numbers from 1 again; b must not take it for duplicates.
 	a2 := newNode(t, "a", func(c *Config) { c.Incarnation = 11 })
 	a2.SetPeers(map[string]string{"b": b.Addr()})
 	sendAll(t, a2.Streams, "b", 1, 300, 64)
-	waitFor(t, 10*time.Second, "second life", func() bool { return b.rec.count("a") == 800 })
+	testutil.WaitFor(t, 10*time.Second, "second life", func() bool { return b.rec.count("a") == 800 })
 	got := b.rec.seqs("a")
 	checkRange(t, got[:500], 1, 500)
 	checkRange(t, got[500:], 1, 300)
@@ -222,7 +224,7 @@ func TestStreams_OriginRestartResetsSequence(t *testing.T) {
 	if err := old.Send(context.Background(), "b", numbered(999, 8)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "stale origin refused", func() bool { return b.Stats().HandshakeFailures > 0 })
+	testutil.WaitFor(t, 10*time.Second, "stale origin refused", func() bool { return b.Stats().HandshakeFailures > 0 })
 	if c := b.rec.count("a"); c != 800 {
 		t.Errorf("stale origin delivered: %d messages", c)
 	}
@@ -233,13 +235,13 @@ func TestStreams_GapWhileUnreachableIsCountedNotReordered(t *testing.T) {
 	px := newProxy(t, b.Addr())
 	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes = 4 << 10; c.RetainBytes = 4 << 10 })
 	a.SetPeers(map[string]string{"b": px.addr()})
-	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
 	sendAll(t, a.Streams, "b", 1, 10, 1000)
-	waitFor(t, 10*time.Second, "delivery before the cut", func() bool { return b.rec.count("a") == 10 })
-	waitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
+	testutil.WaitFor(t, 10*time.Second, "delivery before the cut", func() bool { return b.rec.count("a") == 10 })
+	testutil.WaitFor(t, 5*time.Second, "acknowledgement", func() bool { return a.peerStats("b").Unacked == 0 })
 
 	px.cut()
-	waitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
 	for i := uint64(11); i <= 100; i++ {
 		start := time.Now()
 		if err := a.Send(context.Background(), "b", numbered(i, 1000)); err != nil {
@@ -254,7 +256,7 @@ func TestStreams_GapWhileUnreachableIsCountedNotReordered(t *testing.T) {
 		t.Fatalf("queue holds %d bytes, bound %d", ps.QueuedBytes+ps.UnackedBytes, limit)
 	}
 	px.restore()
-	waitFor(t, 10*time.Second, "the newest message", func() bool { return b.rec.last("a") == 100 })
+	testutil.WaitFor(t, 10*time.Second, "the newest message", func() bool { return b.rec.last("a") == 100 })
 	got := b.rec.seqs("a")
 	for i := 1; i < len(got); i++ {
 		if got[i] <= got[i-1] {
@@ -275,7 +277,7 @@ func TestStreams_Backpressure(t *testing.T) {
 		c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = queue, retain, timeout
 	})
 	mesh(a, b)
-	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
 
 	var accepted uint64
 	var err error
@@ -306,7 +308,7 @@ func TestStreams_Backpressure(t *testing.T) {
 	t.Logf("accepted %d messages before back-pressure; queued=%d unacked=%d", accepted, ps.QueuedBytes, ps.UnackedBytes)
 
 	close(gate)
-	waitFor(t, 20*time.Second, "the backlog", func() bool { return b.rec.count("a") == int(accepted) })
+	testutil.WaitFor(t, 20*time.Second, "the backlog", func() bool { return b.rec.count("a") == int(accepted) })
 	checkRange(t, b.rec.seqs("a"), 1, accepted)
 }
 
@@ -315,7 +317,7 @@ func TestStreams_SendRespectsContext(t *testing.T) {
 	defer close(b.rec.block())
 	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = 4<<10, 4<<10, time.Minute })
 	mesh(a, b)
-	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	var err error
@@ -360,7 +362,7 @@ func TestStreams_RemovedPeerDropsBuffer(t *testing.T) {
 	if err := a.Send(context.Background(), "b", numbered(102, 8)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 1 })
+	testutil.WaitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 1 })
 	checkRange(t, b.rec.seqs("a"), 102, 102)
 }
 
@@ -369,7 +371,7 @@ func TestStreams_RemovalWakesBlockedSend(t *testing.T) {
 	defer close(b.rec.block())
 	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes, c.RetainBytes, c.SendTimeout = 4<<10, 4<<10, time.Minute })
 	mesh(a, b)
-	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
 	errc := make(chan error, 1)
 	go func() {
 		for i := uint64(1); ; i++ {
@@ -379,7 +381,7 @@ func TestStreams_RemovalWakesBlockedSend(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 10*time.Second, "a blocked Send", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a blocked Send", func() bool {
 		p := (*a.peers.Load())["b"]
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -413,7 +415,7 @@ func TestStreams_AuthRefusals(t *testing.T) {
 			if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, "both sides to refuse", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "both sides to refuse", func() bool {
 				return a.Stats().HandshakeFailures >= 2 && b.Stats().HandshakeFailures >= 2
 			})
 			if a.Stats().AuthFailures+b.Stats().AuthFailures == 0 {
@@ -433,7 +435,7 @@ func TestStreams_WrongNodeAtAddress(t *testing.T) {
 	if err := a.Send(context.Background(), "c", numbered(1, 8)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "refusal", func() bool { return a.Stats().HandshakeFailures > 0 })
+	testutil.WaitFor(t, 10*time.Second, "refusal", func() bool { return a.Stats().HandshakeFailures > 0 })
 	if b.rec.count("a") != 0 {
 		t.Fatal("delivered to the wrong node")
 	}
@@ -490,19 +492,19 @@ func TestStreams_SilentPeerDetected(t *testing.T) {
 	px := newProxy(t, b.Addr())
 	a := newNode(t, "a", func(c *Config) { c.PeerTimeout = peerTimeout })
 	a.SetPeers(map[string]string{"b": px.addr()})
-	waitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
 	sendAll(t, a.Streams, "b", 1, 100, 64)
-	waitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 100 })
+	testutil.WaitFor(t, 10*time.Second, "delivery", func() bool { return b.rec.count("a") == 100 })
 
 	px.freeze() // b hangs: no FIN, no RST, no heartbeats
 	start := time.Now()
-	waitFor(t, 10*time.Second, "a to give up on the silent connection", func() bool { return !a.peerStats("b").Connected })
+	testutil.WaitFor(t, 10*time.Second, "a to give up on the silent connection", func() bool { return !a.peerStats("b").Connected })
 	if d := time.Since(start); d > 3*peerTimeout {
 		t.Errorf("silent peer noticed after %s, PeerTimeout %s", d, peerTimeout)
 	}
 	sendAll(t, a.Streams, "b", 101, 200, 64)
 	px.thaw()
-	waitFor(t, 20*time.Second, "delivery after the hang", func() bool { return b.rec.last("a") == 200 })
+	testutil.WaitFor(t, 20*time.Second, "delivery after the hang", func() bool { return b.rec.last("a") == 200 })
 	checkRange(t, b.rec.seqs("a"), 1, 200)
 }
 
