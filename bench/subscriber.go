@@ -337,6 +337,21 @@ func (s *subscriber) control(st *runState, f []byte) {
 // pinger sends pusher:ping on every connection at a fixed interval so the
 // server's activity timeout never closes an idle subscriber.
 func startPinger(subs []*subscriber, every time.Duration) (stop func()) {
+	return repeat(every, func(done <-chan struct{}) {
+		for _, s := range subs {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			s.write(pingFrame)
+		}
+	})
+}
+
+// repeat calls fn every interval on its own goroutine until stop is called;
+// fn gets the stop signal to cut a long round short.
+func repeat(every time.Duration, fn func(done <-chan struct{})) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -349,14 +364,7 @@ func startPinger(subs []*subscriber, every time.Duration) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				for _, s := range subs {
-					select {
-					case <-done:
-						return
-					default:
-					}
-					s.write(pingFrame)
-				}
+				fn(done)
 			}
 		}
 	}()
@@ -478,23 +486,7 @@ func progress(w io.Writer, every time.Duration, line func() string) (stop func()
 	if w == io.Discard {
 		return func() {}
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fmt.Fprintln(w, line())
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
+	return repeat(every, func(<-chan struct{}) { fmt.Fprintln(w, line()) })
 }
 
 // errorLog keeps a bounded sample of distinct error messages with counts.
