@@ -1,21 +1,35 @@
 package gossip
 
 import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"net/netip"
 )
 
-// Beacon wire format (big endian), version 1:
+// Beacon wire format (big endian), version 2:
 //
-//	magic "SKTB" | version u8 | incarnation u64 |
+//	magic "SKTB" | version u8 | flags u8 | incarnation u64 |
 //	gossip ip len u8 (4 or 16) | ip | gossip port u16 |
-//	cluster, node id, http addr, raft addr: each len u8 | bytes
+//	cluster, node id, http addr, raft addr: each len u8 | bytes |
+//	[mac: 32 bytes, present iff flags&beaconFlagMAC]
 //
+// The MAC is HMAC-SHA256, under beaconKey(SecretKey), of every byte before
+// it (magic to raft addr). Other flag bits are reserved and must be zero.
 // Nothing else: no app data, no secrets. Trailing bytes are malformed.
 const (
-	beaconVersion = 1
+	beaconVersion = 2
 	maxBeaconSize = 512
+
+	beaconFlagMAC = 1 << 0
+	beaconMACSize = sha256.Size
+
+	// beaconKeyInfo separates the beacon MAC key from every other key
+	// derived from CLUSTER_KEY (memberlist uses the raw key; the cluster
+	// port's certificates use their own info string).
+	beaconKeyInfo = "soketi beacon v2"
 )
 
 var beaconMagic = [4]byte{'S', 'K', 'T', 'B'}
@@ -24,6 +38,12 @@ var (
 	errBeaconTooLarge  = errors.New("gossip: beacon too large")
 	errBeaconVersion   = errors.New("gossip: unknown beacon version")
 	errBeaconMalformed = errors.New("gossip: malformed beacon")
+	// errBeaconAuth: this node has a key and the beacon has no MAC or a
+	// wrong one.
+	errBeaconAuth = errors.New("gossip: beacon not authenticated under this cluster's key")
+	// errBeaconKeyed: this node has no key and the beacon carries a MAC it
+	// cannot check.
+	errBeaconKeyed = errors.New("gossip: authenticated beacon but this node has no key")
 )
 
 // beacon announces a node to peers so they can join its memberlist.
@@ -36,14 +56,28 @@ type beacon struct {
 	RaftAddr    string
 }
 
-func encodeBeacon(b beacon) ([]byte, error) {
+// beaconKey derives the HMAC key for beacons from the cluster secret; nil
+// without a secret. The raw secret is never used as the MAC key.
+func beaconKey(secret []byte) ([]byte, error) {
+	if len(secret) == 0 {
+		return nil, nil
+	}
+	return hkdf.Key(sha256.New, secret, nil, beaconKeyInfo, sha256.Size)
+}
+
+// encodeBeacon encodes b, with a MAC under key when key is set.
+func encodeBeacon(b beacon, key []byte) ([]byte, error) {
 	if !b.GossipAddr.IsValid() || b.GossipAddr.Port() == 0 {
 		return nil, errBeaconMalformed
 	}
+	var flags byte
+	if len(key) > 0 {
+		flags |= beaconFlagMAC
+	}
 	ip := b.GossipAddr.Addr().Unmap().AsSlice()
-	buf := make([]byte, 0, 64+len(b.Cluster)+len(b.NodeID)+len(b.HTTPAddr)+len(b.RaftAddr))
+	buf := make([]byte, 0, 64+beaconMACSize+len(b.Cluster)+len(b.NodeID)+len(b.HTTPAddr)+len(b.RaftAddr))
 	buf = append(buf, beaconMagic[:]...)
-	buf = append(buf, beaconVersion)
+	buf = append(buf, beaconVersion, flags)
 	buf = binary.BigEndian.AppendUint64(buf, b.Incarnation)
 	buf = append(buf, byte(len(ip)))
 	buf = append(buf, ip...)
@@ -55,15 +89,27 @@ func encodeBeacon(b beacon) ([]byte, error) {
 		buf = append(buf, byte(len(s)))
 		buf = append(buf, s...)
 	}
+	if flags&beaconFlagMAC != 0 {
+		buf = beaconMAC(key, buf, buf)
+	}
 	if len(buf) > maxBeaconSize {
 		return nil, errBeaconTooLarge
 	}
 	return buf, nil
 }
 
-// decodeBeacon parses and validates one datagram. It never panics on any
-// input; the error says why a datagram was dropped.
-func decodeBeacon(p []byte) (beacon, error) {
+// beaconMAC appends the MAC of msg under key to dst.
+func beaconMAC(key, msg, dst []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(msg)
+	return h.Sum(dst)
+}
+
+// decodeBeacon checks and parses one datagram. With a key, only a beacon
+// whose MAC verifies under it is parsed further; without one, a beacon that
+// carries a MAC is refused. It never panics and allocates only the decoded
+// strings on any input; the error says why a datagram was dropped.
+func decodeBeacon(p, key []byte) (beacon, error) {
 	var b beacon
 	if len(p) > maxBeaconSize {
 		return b, errBeaconTooLarge
@@ -74,7 +120,26 @@ func decodeBeacon(p []byte) (beacon, error) {
 	if p[4] != beaconVersion {
 		return b, errBeaconVersion
 	}
-	r := reader{p: p[5:]}
+	if len(p) < 6 || p[5]&^beaconFlagMAC != 0 {
+		return b, errBeaconMalformed
+	}
+	body := p
+	switch signed := p[5]&beaconFlagMAC != 0; {
+	case len(key) > 0 && !signed:
+		return b, errBeaconAuth
+	case len(key) > 0:
+		if len(p) < 6+beaconMACSize {
+			return b, errBeaconAuth
+		}
+		body = p[:len(p)-beaconMACSize]
+		var sum [beaconMACSize]byte
+		if !hmac.Equal(beaconMAC(key, body, sum[:0]), p[len(body):]) {
+			return b, errBeaconAuth
+		}
+	case signed:
+		return b, errBeaconKeyed
+	}
+	r := reader{p: body[6:]}
 	b.Incarnation = r.u64()
 	ipLen := int(r.u8())
 	if ipLen != 4 && ipLen != 16 {
@@ -98,7 +163,7 @@ func decodeBeacon(p []byte) (beacon, error) {
 }
 
 // reader consumes p; after the first short read every call returns zero
-// values and bad is set.
+// values and bad is set. A short read allocates at most 255 bytes.
 type reader struct {
 	p   []byte
 	bad bool

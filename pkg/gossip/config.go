@@ -47,7 +47,8 @@ type Config struct {
 	BindHost string
 	// DiscoveryPort is the UDP beacon port (CLUSTER_PORT, default 11002).
 	DiscoveryPort int
-	// GossipPort is memberlist's TCP+UDP port; 0 picks a free one.
+	// GossipPort is memberlist's TCP+UDP port; 0 picks a free one. main
+	// passes CLUSTER_GOSSIP_PORT, whose default (11003) internal/config holds.
 	GossipPort int
 	// AdvertiseAddr is the IPv4 peers use to reach this node; "" finds one:
 	// BindHost when it is specific, else the first non-loopback IPv4 of an up interface.
@@ -72,8 +73,10 @@ type Config struct {
 	// (CLUSTER_MASTER_TIMEOUT, default NodeTimeout, never below it).
 	MasterTimeout time.Duration
 
-	// SecretKey (16, 24 or 32 bytes) encrypts and authenticates gossip.
-	// Beacons are never encrypted and carry nothing secret.
+	// SecretKey (16, 24 or 32 bytes) encrypts and authenticates gossip, and
+	// a key derived from it (HKDF-SHA256) authenticates every beacon: with
+	// it only beacons with a valid MAC are heard, without it only beacons
+	// without one. Beacons are never encrypted and carry nothing secret.
 	SecretKey []byte
 
 	// HTTPAddr and RaftAddr are advertised to peers in beacons and node meta,

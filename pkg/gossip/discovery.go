@@ -158,14 +158,29 @@ func (m *Members) receiveBeacons() {
 	}
 }
 
+// authLogEvery spaces the debug lines about unauthenticated beacons: a
+// spoofer or a node with another key must not flood the log.
+const authLogEvery = 10 * time.Second
+
 func (m *Members) handleBeacon(p []byte, from netip.AddrPort) {
-	b, err := decodeBeacon(p)
+	b, err := decodeBeacon(p, m.beaconKey)
 	switch {
 	case errors.Is(err, errBeaconTooLarge):
 		m.stats.droppedOversized.Add(1)
 		return
 	case errors.Is(err, errBeaconVersion):
 		m.stats.droppedVersion.Add(1)
+		return
+	case errors.Is(err, errBeaconAuth), errors.Is(err, errBeaconKeyed):
+		c := &m.stats.droppedAuth
+		if errors.Is(err, errBeaconKeyed) {
+			c = &m.stats.droppedKeyed
+		}
+		n := c.Add(1)
+		if m.limit.allow("beacon_auth", authLogEvery) {
+			m.log.Debug("dropped unauthenticated beacon (CLUSTER_KEY differs, or is set on only some nodes)",
+				"peer_addr", from.String(), "reason", err, "dropped", n)
+		}
 		return
 	case err != nil:
 		m.stats.droppedMalformed.Add(1)

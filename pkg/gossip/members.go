@@ -38,6 +38,7 @@ type Members struct {
 	timing      Timing
 	incarnation uint64
 	meta        []byte
+	beaconKey   []byte // HMAC key for beacons, derived from SecretKey; nil without one
 	beacon      []byte
 	disc        *discovery
 	ml          *memberlist.Memberlist
@@ -103,6 +104,11 @@ func New(cfg Config) (*Members, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", cfg.BindHost, cfg.GossipPort, err)
 	}
 	local := m.ml.LocalNode()
+	if m.beaconKey, err = beaconKey(cfg.SecretKey); err != nil {
+		m.ml.Shutdown()
+		m.disc.close()
+		return nil, fmt.Errorf("gossip: beacon key: %w", err)
+	}
 	m.beacon, err = encodeBeacon(beacon{
 		Cluster:     cfg.ClusterName,
 		NodeID:      cfg.NodeID,
@@ -110,7 +116,7 @@ func New(cfg Config) (*Members, error) {
 		GossipAddr:  netip.AddrPortFrom(adv, local.Port),
 		HTTPAddr:    cfg.HTTPAddr,
 		RaftAddr:    cfg.RaftAddr,
-	})
+	}, m.beaconKey)
 	if err != nil {
 		m.ml.Shutdown()
 		m.disc.close()
@@ -257,7 +263,8 @@ func (m *Members) watch(ctx context.Context) {
 					"alone_for", now.Sub(aloneSince).Round(time.Second), "cluster", m.cfg.ClusterName,
 					"discovery_mode", m.disc.mode, "discovery_port", m.disc.port,
 					"discovery_targets", m.disc.targetStrings(), "beacons_received", m.stats.beaconsReceived.Load(),
-					"dropped_cluster", m.stats.droppedCluster.Load())
+					"dropped_cluster", m.stats.droppedCluster.Load(), "dropped_auth", m.stats.droppedAuth.Load(),
+					"dropped_keyed", m.stats.droppedKeyed.Load())
 			}
 		}
 	}

@@ -138,6 +138,8 @@ func TestMembers_ClusterNamesStayApart(t *testing.T) {
 	}
 }
 
+// Nodes with different keys, or with and without one, drop each other's
+// beacons and so never even try to join.
 func TestMembers_SecretKeyMismatchDoesNotJoin(t *testing.T) {
 	nodes := loopbackNodes(t, "keys", 3)
 	nodes[0].cfg.SecretKey = bytes.Repeat([]byte{1}, 32)
@@ -147,30 +149,40 @@ func TestMembers_SecretKeyMismatchDoesNotJoin(t *testing.T) {
 	for i, n := range nodes {
 		ms[i] = start(t, n.cfg)
 	}
-	testutil.WaitFor(t, 15*time.Second, "every node to try and fail to join the others", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every node to drop the others' beacons", func() bool {
+		s0, s1, s2 := ms[0].Stats(), ms[1].Stats(), ms[2].Stats()
+		// Keyed nodes: the other key's MAC and the missing MAC; keyless: both MACs.
+		return s0.DroppedAuth >= 2 && s1.DroppedAuth >= 2 && s2.DroppedKeyed >= 2
+	})
+	for i, m := range ms {
+		s := m.Stats()
+		if n := len(m.View().Members); n != 1 || s.JoinAttempts != 0 || s.BeaconsReceived == 0 {
+			t.Errorf("%s: view has %d members (want only itself), %d join attempts (want 0), %d own beacons heard",
+				nodes[i].cfg.NodeID, n, s.JoinAttempts, s.BeaconsReceived)
+		}
+	}
+}
+
+func TestMembers_SameKeyJoins(t *testing.T) {
+	nodes := loopbackNodes(t, "samekey", 3)
+	ms := make([]*Members, len(nodes))
+	for i := range nodes {
+		nodes[i].cfg.SecretKey = []byte("0123456789abcdef")
+		ms[i] = start(t, nodes[i].cfg)
+	}
+	testutil.WaitFor(t, 15*time.Second, "keyed nodes to form a cluster of 3", func() bool {
 		for _, m := range ms {
-			if m.Stats().JoinFailures < 2 {
+			if len(m.AliveMembers()) != 3 {
 				return false
 			}
 		}
 		return true
 	})
 	for i, m := range ms {
-		if n := len(m.View().Members); n != 1 {
-			t.Errorf("%s: view has %d members, want only itself", nodes[i].cfg.NodeID, n)
+		if s := m.Stats(); s.DroppedAuth != 0 || s.DroppedKeyed != 0 || s.BeaconsReceived == 0 {
+			t.Errorf("%s: stats %+v, want keyed beacons heard and none dropped", nodes[i].cfg.NodeID, s)
 		}
 	}
-}
-
-func TestMembers_SameKeyJoins(t *testing.T) {
-	nodes := loopbackNodes(t, "samekey", 2)
-	for i := range nodes {
-		nodes[i].cfg.SecretKey = []byte("0123456789abcdef")
-	}
-	a, b := start(t, nodes[0].cfg), start(t, nodes[1].cfg)
-	testutil.WaitFor(t, 15*time.Second, "encrypted pair to join", func() bool {
-		return len(a.AliveMembers()) == 2 && len(b.AliveMembers()) == 2
-	})
 }
 
 func TestMembers_DropsBadBeacons(t *testing.T) {
@@ -182,22 +194,23 @@ func TestMembers_DropsBadBeacons(t *testing.T) {
 	defer m.Shutdown()
 
 	from := netip.MustParseAddrPort("127.0.0.9:1234")
-	foreign, _ := encodeBeacon(beacon{Cluster: "other", NodeID: "x", GossipAddr: from})
-	own, _ := encodeBeacon(beacon{Cluster: "drops", NodeID: "drops-1", Incarnation: m.incarnation, GossipAddr: from})
+	foreign := mustEncode(t, beacon{Cluster: "other", NodeID: "x", GossipAddr: from}, nil)
+	own := mustEncode(t, beacon{Cluster: "drops", NodeID: "drops-1", Incarnation: m.incarnation, GossipAddr: from}, nil)
+	keyed := mustEncode(t, beacon{Cluster: "drops", NodeID: "keyed", GossipAddr: from}, testBeaconKey(t, "0123456789abcdef"))
 	future := bytes.Clone(own)
 	future[4] = 9
-	for _, p := range [][]byte{[]byte("garbage"), make([]byte, maxBeaconSize+1), future, foreign, own} {
+	for _, p := range [][]byte{[]byte("garbage"), make([]byte, maxBeaconSize+1), future, foreign, keyed, own} {
 		m.handleBeacon(p, from)
 	}
 	s := m.Stats()
 	if s.DroppedMalformed != 1 || s.DroppedOversized != 1 || s.DroppedVersion != 1 || s.DroppedCluster != 1 ||
-		s.BeaconsReceived != 1 || s.JoinAttempts != 0 || len(m.joins) != 0 {
+		s.DroppedKeyed != 1 || s.DroppedAuth != 0 || s.BeaconsReceived != 1 || s.JoinAttempts != 0 || len(m.joins) != 0 {
 		t.Fatalf("stats %+v, queued joins %d", s, len(m.joins))
 	}
 
 	// A new peer is queued once per join interval, with an unspecified
 	// address replaced by the datagram source.
-	peer, _ := encodeBeacon(beacon{Cluster: "drops", NodeID: "peer", GossipAddr: netip.MustParseAddrPort("0.0.0.0:7946")})
+	peer := mustEncode(t, beacon{Cluster: "drops", NodeID: "peer", GossipAddr: netip.MustParseAddrPort("0.0.0.0:7946")}, nil)
 	m.handleBeacon(peer, from)
 	m.handleBeacon(peer, from)
 	if len(m.joins) != 1 {

@@ -17,6 +17,10 @@ type Stats struct {
 	DroppedOversized uint64 `json:"dropped_oversized"`
 	DroppedVersion   uint64 `json:"dropped_version"`
 	DroppedCluster   uint64 `json:"dropped_cluster"`
+	// DroppedAuth counts beacons without a valid MAC at a node with a key;
+	// DroppedKeyed counts beacons with a MAC at a node without one.
+	DroppedAuth  uint64 `json:"dropped_auth"`
+	DroppedKeyed uint64 `json:"dropped_keyed"`
 
 	JoinAttempts uint64 `json:"join_attempts"`
 	JoinFailures uint64 `json:"join_failures"`
@@ -30,6 +34,7 @@ type stats struct {
 	beaconsSent, beaconSendErrors, beaconsReceived           atomic.Uint64
 	droppedMalformed, droppedOversized, droppedVersion       atomic.Uint64
 	droppedCluster, joinAttempts, joinFailures, joinsDropped atomic.Uint64
+	droppedAuth, droppedKeyed                                atomic.Uint64
 }
 
 // logLimiter allows one log line per key per interval.

@@ -219,6 +219,8 @@ func (m *Members) Stats() Stats {
 		DroppedOversized: s.droppedOversized.Load(),
 		DroppedVersion:   s.droppedVersion.Load(),
 		DroppedCluster:   s.droppedCluster.Load(),
+		DroppedAuth:      s.droppedAuth.Load(),
+		DroppedKeyed:     s.droppedKeyed.Load(),
 		JoinAttempts:     s.joinAttempts.Load(),
 		JoinFailures:     s.joinFailures.Load(),
 		JoinsDropped:     s.joinsDropped.Load(),
