@@ -2,30 +2,55 @@ package stream
 
 import (
 	"bufio"
-	"crypto/cipher"
-	"crypto/hmac"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 )
 
-// The handshake, origin (dialer) → destination (listener):
+// The handshake, origin (dialer) → destination (listener), on a connection
+// the cluster port has already secured (mutual TLS with CLUSTER_KEY):
 //
-//	hello     origin id, target id, incarnation, stream epoch, nonce
-//	challenge destination id, incarnation, nonce, HMAC over both (with a key)
-//	auth      base seq, HMAC over everything so far (with a key)
-//	accept    first record: the destination's last delivered seq of this stream
+//	hello    origin id, target id, origin incarnation, stream epoch
+//	welcome  status, destination id, destination incarnation
+//	base     the seq before the origin's oldest retained message
+//	accept   first record: the destination's last delivered seq of this stream
 //
-// With a SecretKey both sides prove the key before any data flows and every
-// record after the handshake is sealed under per-direction keys derived from
-// the transcript. The base tells a destination that does not know the
-// stream where it starts; the accept tells the origin where to resume.
+// The welcome tells the origin whether the destination restarted (its
+// incarnation) before it names its base; the base tells a destination that
+// does not know the stream where it starts; the accept tells the origin
+// where to resume. Who is at the other end is the transport's business:
+// when it proves an identity (Config.PeerID), a hello whose origin is not
+// that identity is refused.
 
-// errRefused reports a destination that declined the handshake.
-var errRefused = errors.New("stream: handshake refused")
+var (
+	// errRefused reports a destination that declined the handshake.
+	errRefused = errors.New("stream: handshake refused")
+	// errIdentity reports a hello (or a dialled connection) whose node id is
+	// not the one the transport proved.
+	errIdentity = errors.New("stream: peer identity mismatch")
+)
+
+// Handshake messages travel before the record layer, each as a 2-byte
+// length and a body of at most maxHandshake bytes.
+const (
+	protocolVersion = 2
+	maxHandshake    = 1024
+	maxIDLen        = 255
+	baseLen         = 8
+)
+
+var magic = [4]byte{'S', 'K', 'S', 'T'}
+
+// Welcome status codes.
+const (
+	statusOK          byte = 0
+	statusWrongTarget byte = 1 // the dialled node has another id
+	statusIdentity    byte = 2 // the hello's origin is not the proven identity
+	statusVersion     byte = 3
+)
 
 // session is an established connection with its record layer.
 type session struct {
@@ -48,63 +73,53 @@ func clientHandshake(conn net.Conn, cfg *Config, target string, epoch uint64, pr
 	}
 	br := bufio.NewReaderSize(conn, ioBuffer)
 	h := hello{version: protocolVersion, origin: cfg.NodeID, target: target, inc: cfg.Incarnation, epoch: epoch}
-	if cfg.SecretKey != nil {
-		h.flags |= flagAuth
-	}
-	_, _ = rand.Read(h.nonce[:])
-	hb := h.encode()
-	if err := writeHandshake(conn, hb); err != nil {
+	if err := writeHandshake(conn, h.encode()); err != nil {
 		return handshakeResult{}, fmt.Errorf("send hello: %w", err)
 	}
-	cb, err := readHandshake(br)
+	wb, err := readHandshake(br)
 	if err != nil {
-		return handshakeResult{}, fmt.Errorf("read challenge: %w", err)
+		return handshakeResult{}, fmt.Errorf("read welcome: %w", err)
 	}
-	ch, unsigned, err := decodeChallenge(cb)
+	wel, err := decodeWelcome(wb)
 	if err != nil {
-		return handshakeResult{}, fmt.Errorf("read challenge: %w", err)
+		return handshakeResult{}, fmt.Errorf("read welcome: %w", err)
 	}
-	switch ch.status {
+	switch wel.status {
 	case statusOK:
 	case statusWrongTarget:
-		return handshakeResult{}, fmt.Errorf("%w: address belongs to node %q", errRefused, ch.node)
-	case statusAuthMode:
-		return handshakeResult{}, fmt.Errorf("%w: secret key configured on one side only", errRefused)
+		return handshakeResult{}, fmt.Errorf("%w: address belongs to node %q", errRefused, wel.node)
+	case statusIdentity:
+		return handshakeResult{}, fmt.Errorf("%w: destination proved another identity than %q", errIdentity, cfg.NodeID)
 	case statusVersion:
 		return handshakeResult{}, fmt.Errorf("%w: protocol version", errRefused)
 	default:
-		return handshakeResult{}, fmt.Errorf("%w: status %d", errRefused, ch.status)
+		return handshakeResult{}, fmt.Errorf("%w: status %d", errRefused, wel.status)
 	}
-	if ch.node != target {
-		return handshakeResult{}, fmt.Errorf("%w: address belongs to node %q", errRefused, ch.node)
+	if wel.node != target {
+		return handshakeResult{}, fmt.Errorf("%w: address belongs to node %q", errRefused, wel.node)
 	}
-	if cfg.SecretKey != nil {
-		if !hmac.Equal(ch.mac, transcriptMAC(cfg.SecretKey, "server", hb, unsigned)) {
-			return handshakeResult{}, fmt.Errorf("%w: destination does not know the key", errAuth)
-		}
-	} else if len(ch.mac) != 0 {
-		return handshakeResult{}, fmt.Errorf("%w: secret key configured on one side only", errRefused)
+	base := binary.BigEndian.AppendUint64(make([]byte, 0, baseLen), prepare(wel.inc))
+	if err := writeHandshake(conn, base); err != nil {
+		return handshakeResult{}, fmt.Errorf("send base: %w", err)
 	}
-
-	ab := binary.BigEndian.AppendUint64(make([]byte, 0, 8+macLen), prepare(ch.inc))
-	if cfg.SecretKey != nil {
-		ab = append(ab, transcriptMAC(cfg.SecretKey, "client", hb, cb, ab)...)
-	}
-	if err := writeHandshake(conn, ab); err != nil {
-		return handshakeResult{}, fmt.Errorf("send auth: %w", err)
-	}
-	send, recv, err := sessionKeys(cfg.SecretKey, hb, cb, ab)
-	if err != nil {
-		return handshakeResult{}, err
-	}
-	r := &recordReader{conn: conn, br: br, aead: recv, timeout: cfg.PeerTimeout}
+	r := &recordReader{conn: conn, br: br, timeout: cfg.PeerTimeout}
 	body, err := r.next()
 	if err != nil {
 		return handshakeResult{}, fmt.Errorf("read accept: %w", err)
 	}
+	last, err := parseAccept(body)
+	if err != nil {
+		return handshakeResult{}, fmt.Errorf("read accept: %w", err)
+	}
+	sess := &session{conn: conn, w: newRecordWriter(conn, cfg.PeerTimeout), r: r}
+	return handshakeResult{sess: sess, remoteInc: wel.inc, last: last}, nil
+}
+
+// parseAccept reads the destination's first record: exactly one accept.
+func parseAccept(body []byte) (uint64, error) {
 	var last uint64
 	accepted := false
-	err = parseFrames(body, func(typ byte, seq uint64, _ []byte) error {
+	err := parseFrames(body, func(typ byte, seq uint64, _ []byte) error {
 		if typ != frameAccept || accepted {
 			return fmt.Errorf("%w: unexpected frame %d in accept", errMalformed, typ)
 		}
@@ -114,15 +129,13 @@ func clientHandshake(conn net.Conn, cfg *Config, target string, epoch uint64, pr
 	if err == nil && !accepted {
 		err = fmt.Errorf("%w: empty accept", errMalformed)
 	}
-	if err != nil {
-		return handshakeResult{}, fmt.Errorf("read accept: %w", err)
-	}
-	sess := &session{conn: conn, w: newRecordWriter(conn, send, cfg.PeerTimeout), r: r}
-	return handshakeResult{sess: sess, remoteInc: ch.inc, last: last}, nil
+	return last, err
 }
 
 // serverHandshake runs the destination side up to, not including, the
-// accept, which needs the stream state that the hello names.
+// accept, which needs the stream state that the hello names. It asks
+// cfg.PeerID only after the hello has arrived, so a transport that finishes
+// its own handshake on the first read has done so by then.
 func serverHandshake(conn net.Conn, cfg *Config) (hello, uint64, *session, error) {
 	if err := conn.SetDeadline(time.Now().Add(cfg.PeerTimeout)); err != nil {
 		return hello{}, 0, nil, err
@@ -136,65 +149,132 @@ func serverHandshake(conn net.Conn, cfg *Config) (hello, uint64, *session, error
 	if err != nil {
 		return hello{}, 0, nil, fmt.Errorf("read hello: %w", err)
 	}
-	ch := challenge{node: cfg.NodeID, inc: cfg.Incarnation}
-	_, _ = rand.Read(ch.nonce[:])
+	wel := welcome{node: cfg.NodeID, inc: cfg.Incarnation}
+	proven := cfg.PeerID(conn)
 	var refusal error
 	switch {
 	case h.version != protocolVersion:
-		ch.status, refusal = statusVersion, fmt.Errorf("%w: protocol version %d", errRefused, h.version)
+		wel.status, refusal = statusVersion, fmt.Errorf("%w: protocol version %d", errRefused, h.version)
+	case proven != "" && proven != h.origin:
+		wel.status, refusal = statusIdentity, fmt.Errorf("%w: hello from %q on a connection proven to be %q", errIdentity, h.origin, proven)
 	case h.target != cfg.NodeID:
-		ch.status, refusal = statusWrongTarget, fmt.Errorf("%w: origin dialled node %q", errRefused, h.target)
-	case (h.flags&flagAuth != 0) != (cfg.SecretKey != nil):
-		ch.status, refusal = statusAuthMode, fmt.Errorf("%w: secret key configured on one side only", errAuth)
+		wel.status, refusal = statusWrongTarget, fmt.Errorf("%w: origin dialled node %q", errRefused, h.target)
 	}
-	if refusal == nil && cfg.SecretKey != nil {
-		unsigned, _ := ch.encode()
-		ch.mac = transcriptMAC(cfg.SecretKey, "server", hb, unsigned)
-	}
-	_, cb := ch.encode()
-	if err := writeHandshake(conn, cb); err != nil {
-		return h, 0, nil, fmt.Errorf("send challenge: %w", err)
+	if err := writeHandshake(conn, wel.encode()); err != nil {
+		return h, 0, nil, fmt.Errorf("send welcome: %w", err)
 	}
 	if refusal != nil {
 		return h, 0, nil, refusal
 	}
-	ab, err := readHandshake(br)
+	bb, err := readHandshake(br)
 	if err != nil {
-		return h, 0, nil, fmt.Errorf("read auth: %w", err)
+		return h, 0, nil, fmt.Errorf("read base: %w", err)
 	}
-	want := 8
-	if cfg.SecretKey != nil {
-		want += macLen
-	}
-	if len(ab) != want {
-		return h, 0, nil, fmt.Errorf("%w: auth of %d bytes", errMalformed, len(ab))
-	}
-	if cfg.SecretKey != nil && !hmac.Equal(ab[8:], transcriptMAC(cfg.SecretKey, "client", hb, cb, ab[:8])) {
-		return h, 0, nil, fmt.Errorf("%w: origin does not know the key", errAuth)
-	}
-	recv, send, err := sessionKeys(cfg.SecretKey, hb, cb, ab)
-	if err != nil {
-		return h, 0, nil, err
+	if len(bb) != baseLen {
+		return h, 0, nil, fmt.Errorf("%w: base of %d bytes", errMalformed, len(bb))
 	}
 	sess := &session{
 		conn: conn,
-		w:    newRecordWriter(conn, send, cfg.PeerTimeout),
-		r:    &recordReader{conn: conn, br: br, aead: recv, timeout: cfg.PeerTimeout},
+		w:    newRecordWriter(conn, cfg.PeerTimeout),
+		r:    &recordReader{conn: conn, br: br, timeout: cfg.PeerTimeout},
 	}
-	return h, binary.BigEndian.Uint64(ab), sess, nil
+	return h, binary.BigEndian.Uint64(bb), sess, nil
 }
 
-// sessionKeys returns the origin→destination and destination→origin AEADs,
-// both nil without a key.
-func sessionKeys(key []byte, transcript ...[]byte) (c2s, s2c cipher.AEAD, err error) {
-	if key == nil {
-		return nil, nil, nil
+type hello struct {
+	version uint8
+	origin  string
+	target  string
+	inc     uint64
+	epoch   uint64
+}
+
+func (h hello) encode() []byte {
+	b := make([]byte, 0, 32+len(h.origin)+len(h.target))
+	b = append(b, magic[:]...)
+	b = append(b, h.version)
+	b = appendString(b, h.origin)
+	b = appendString(b, h.target)
+	b = binary.BigEndian.AppendUint64(b, h.inc)
+	return binary.BigEndian.AppendUint64(b, h.epoch)
+}
+
+func decodeHello(b []byte) (hello, error) {
+	var h hello
+	if len(b) < len(magic)+1 || [4]byte(b[:4]) != magic {
+		return h, fmt.Errorf("%w: bad magic", errMalformed)
 	}
-	if c2s, err = sessionAEAD(key, "c2s", transcript...); err != nil {
-		return nil, nil, err
+	h.version = b[4]
+	if h.version != protocolVersion {
+		// Other versions may lay out the rest differently.
+		return h, nil
 	}
-	if s2c, err = sessionAEAD(key, "s2c", transcript...); err != nil {
-		return nil, nil, err
+	d := decoder{b: b[5:]}
+	origin, target := d.field(), d.field()
+	if d.err != nil {
+		return h, d.err
 	}
-	return c2s, s2c, nil
+	if len(d.b) != 16 || len(origin) == 0 || len(origin) > maxIDLen || len(target) > maxIDLen {
+		return h, fmt.Errorf("%w: bad hello", errMalformed)
+	}
+	h.origin, h.target = string(origin), string(target)
+	h.inc = binary.BigEndian.Uint64(d.b)
+	h.epoch = binary.BigEndian.Uint64(d.b[8:])
+	return h, nil
+}
+
+type welcome struct {
+	status byte
+	node   string
+	inc    uint64
+}
+
+func (w welcome) encode() []byte {
+	b := append(make([]byte, 0, 16+len(w.node)), w.status)
+	b = appendString(b, w.node)
+	return binary.BigEndian.AppendUint64(b, w.inc)
+}
+
+func decodeWelcome(b []byte) (welcome, error) {
+	var w welcome
+	if len(b) < 1 {
+		return w, fmt.Errorf("%w: empty welcome", errMalformed)
+	}
+	w.status = b[0]
+	d := decoder{b: b[1:]}
+	node := d.field()
+	if d.err != nil {
+		return w, d.err
+	}
+	if len(d.b) != 8 || len(node) > maxIDLen {
+		return w, fmt.Errorf("%w: bad welcome", errMalformed)
+	}
+	w.node = string(node)
+	w.inc = binary.BigEndian.Uint64(d.b)
+	return w, nil
+}
+
+func writeHandshake(w io.Writer, body []byte) error {
+	if len(body) > maxHandshake {
+		return fmt.Errorf("%w: handshake of %d bytes", errMalformed, len(body))
+	}
+	b := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(body)), uint16(len(body)))
+	_, err := w.Write(append(b, body...))
+	return err
+}
+
+func readHandshake(r io.Reader) ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if n > maxHandshake {
+		return nil, fmt.Errorf("%w: handshake of %d bytes", errMalformed, n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }

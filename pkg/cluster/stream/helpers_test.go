@@ -73,14 +73,27 @@ func (r *recorder) last(from string) uint64 {
 
 type node struct {
 	*Streams
-	id  string
-	rec *recorder
+	id   string
+	addr string // what peers Dial
+	rec  *recorder
 }
 
-// newNode starts a node on 127.0.0.1; mutate adjusts its Config.
+// listen opens a TCP listener on addr, closed when the test ends.
+func listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// newNode starts a node listening on 127.0.0.1 over plain TCP; mutate
+// adjusts its Config (a transport, a listener on a given address).
 func newNode(t testing.TB, id string, mutate func(*Config)) *node {
 	t.Helper()
-	cfg := Config{NodeID: id, BindAddr: "127.0.0.1:0", Logger: testLogger(t)}
+	cfg := Config{NodeID: id, Listener: listen(t, "127.0.0.1:0"), Logger: testLogger(t)}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -93,7 +106,7 @@ func newNode(t testing.TB, id string, mutate func(*Config)) *node {
 		t.Fatalf("Start(%s): %v", id, err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return &node{Streams: s, id: id, rec: rec}
+	return &node{Streams: s, id: id, addr: cfg.Listener.Addr().String(), rec: rec}
 }
 
 // mesh makes every node a peer of every other.
@@ -101,9 +114,20 @@ func mesh(nodes ...*node) {
 	for _, n := range nodes {
 		peers := make(map[string]string)
 		for _, o := range nodes {
-			peers[o.id] = o.Addr()
+			peers[o.id] = o.addr
 		}
 		n.SetPeers(peers)
+	}
+}
+
+// both applies every non-nil mutation in turn.
+func both(fs ...func(*Config)) func(*Config) {
+	return func(c *Config) {
+		for _, f := range fs {
+			if f != nil {
+				f(c)
+			}
+		}
 	}
 }
 

@@ -92,7 +92,8 @@ func (o *origin) detach(in *inboundConn) {
 }
 
 // origin returns the state for id, forgetting the least recently seen
-// disconnected origin when there are too many.
+// disconnected origin when there are too many, or nil when every one of
+// them is connected.
 func (s *Streams) origin(id string) *origin {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -112,9 +113,10 @@ func (s *Streams) origin(id string) *origin {
 				victim, victimSeen = o, seen
 			}
 		}
-		if victim != nil {
-			delete(s.origins, victim.id)
+		if victim == nil {
+			return nil
 		}
+		delete(s.origins, victim.id)
 	}
 	o := &origin{id: id}
 	s.origins[id] = o
@@ -123,16 +125,32 @@ func (s *Streams) origin(id string) *origin {
 
 func (s *Streams) acceptLoop() {
 	defer s.wg.Done()
+	delay := minBackoff
 	for {
 		conn, err := s.ln.Accept()
 		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if s.ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("accept failed", "error", err)
-			if !sleep(s.ctx, minBackoff) {
+			if errors.Is(err, net.ErrClosed) {
+				s.log.Warn("stream listener closed, no more inbound streams")
 				return
 			}
+			s.log.Warn("accept failed", "error", err, "retry_in", delay)
+			if !sleep(s.ctx, delay) {
+				return
+			}
+			delay = min(2*delay, maxBackoff)
+			continue
+		}
+		delay = minBackoff
+		select {
+		case s.handshakes <- struct{}{}:
+		default:
+			s.handshakeFailures.Add(1)
+			s.logRefusal("inbound connection refused: too many handshakes in progress",
+				"remote_addr", conn.RemoteAddr().String(), "limit", maxHandshakes)
+			_ = conn.Close()
 			continue
 		}
 		s.mu.Lock()
@@ -157,19 +175,25 @@ func (s *Streams) acceptLoop() {
 func (s *Streams) serveInbound(conn net.Conn) {
 	defer conn.Close()
 	remote := conn.RemoteAddr().String()
-	h, base, sess, err := serverHandshake(conn, &s.cfg)
+	h, base, sess, err := s.inboundHandshake(conn)
 	if err != nil {
 		if s.ctx.Err() != nil {
 			return
 		}
 		s.handshakeFailures.Add(1)
-		if errors.Is(err, errAuth) {
+		if errors.Is(err, errIdentity) {
 			s.authFailures.Add(1)
 		}
 		s.logRefusal("inbound handshake failed", "remote_addr", remote, "peer", h.origin, "error", err)
 		return
 	}
 	o := s.origin(h.origin)
+	if o == nil {
+		s.handshakeFailures.Add(1)
+		s.logRefusal("inbound stream refused: too many connected origins",
+			"peer", h.origin, "remote_addr", remote, "limit", maxOrigins)
+		return
+	}
 	in := &inboundConn{conn: conn, done: make(chan struct{})}
 	last, err := o.attach(s, in, h, base, s.cfg.PeerTimeout)
 	if err != nil {
@@ -203,11 +227,18 @@ func (s *Streams) serveInbound(conn net.Conn) {
 	<-ackDone
 	switch {
 	case s.ctx.Err() != nil:
-	case errors.Is(err, errMalformed) || errors.Is(err, errAuth):
+	case errors.Is(err, errMalformed):
 		s.log.Warn("inbound stream failed", "peer", h.origin, "remote_addr", remote, "error", err)
 	default:
 		s.log.Debug("inbound stream closed", "peer", h.origin, "error", err)
 	}
+}
+
+// inboundHandshake runs the destination's handshake while holding one of
+// the handshake tokens that acceptLoop took.
+func (s *Streams) inboundHandshake(conn net.Conn) (hello, uint64, *session, error) {
+	defer func() { <-s.handshakes }()
+	return serverHandshake(conn, &s.cfg)
 }
 
 // readData delivers the origin's messages in order, dropping duplicates

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -377,13 +378,22 @@ func (p *peer) getAddr() string {
 
 func (p *peer) connect() (*session, error) {
 	cfg := &p.s.cfg
-	d := net.Dialer{Timeout: cfg.PeerTimeout, KeepAliveConfig: keepAlive}
-	conn, err := d.DialContext(p.ctx, "tcp", p.getAddr())
+	ctx, cancel := context.WithTimeout(p.ctx, cfg.PeerTimeout)
+	conn, err := cfg.Dial(ctx, p.getAddr(), p.id)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
+	if conn == nil {
+		return nil, errors.New("stream: Dial returned no connection")
+	}
 	stop := context.AfterFunc(p.ctx, func() { _ = conn.Close() })
-	res, err := clientHandshake(conn, cfg, p.id, p.epoch, p.prepare)
+	var res handshakeResult
+	if proven := cfg.PeerID(conn); proven != "" && proven != p.id {
+		err = fmt.Errorf("%w: dialled %q, connection proven to be %q", errIdentity, p.id, proven)
+	} else {
+		res, err = clientHandshake(conn, cfg, p.id, p.epoch, p.prepare)
+	}
 	if !stop() {
 		err = errors.Join(err, p.ctx.Err())
 	}
@@ -391,7 +401,7 @@ func (p *peer) connect() (*session, error) {
 		_ = conn.Close()
 		if p.ctx.Err() == nil {
 			p.s.handshakeFailures.Add(1)
-			if errors.Is(err, errAuth) {
+			if errors.Is(err, errIdentity) {
 				p.s.authFailures.Add(1)
 			}
 		}

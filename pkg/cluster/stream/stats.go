@@ -49,8 +49,10 @@ type Stats struct {
 	Delivered  uint64 `json:"delivered"`
 	Duplicates uint64 `json:"duplicates"`
 	Lost       uint64 `json:"lost"`
-	// HandshakeFailures counts failed handshakes in both directions;
-	// AuthFailures is the part that failed on the secret key.
+	// HandshakeFailures counts failed or refused handshakes in both
+	// directions, including inbound connections refused at a limit;
+	// AuthFailures is the part refused because a node id was not the one
+	// the transport proved (Config.PeerID).
 	HandshakeFailures uint64                 `json:"handshake_failures"`
 	AuthFailures      uint64                 `json:"auth_failures"`
 	Peers             map[string]PeerStats   `json:"peers"`

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,22 +13,9 @@ import (
 	"github.com/soketi-go/soketi/internal/testutil"
 )
 
-var (
-	key1 = bytes.Repeat([]byte{1}, 32)
-	key2 = bytes.Repeat([]byte{2}, 32)
-)
-
-// modes runs a test without and with a secret key.
-func modes(t *testing.T, f func(t *testing.T, key []byte)) {
-	t.Run("plain", func(t *testing.T) { f(t, nil) })
-	t.Run("sealed", func(t *testing.T) { f(t, key1) })
-}
-
-func withKey(key []byte) func(*Config) { return func(c *Config) { c.SecretKey = key } }
-
 func TestStreams_OrderedDelivery(t *testing.T) {
-	modes(t, func(t *testing.T, key []byte) {
-		a, b := newNode(t, "a", withKey(key)), newNode(t, "b", withKey(key))
+	transports(t, func(t *testing.T, tr func(string) func(*Config)) {
+		a, b := newNode(t, "a", tr("a")), newNode(t, "b", tr("b"))
 		mesh(a, b)
 		const n = 10_000
 		sendAll(t, a.Streams, "b", 1, n, 200)
@@ -50,7 +36,7 @@ func TestStreams_OrderedDelivery(t *testing.T) {
 func TestStreams_MessageFieldsSurvive(t *testing.T) {
 	var mu sync.Mutex
 	var got []Message
-	b, err := New(Config{NodeID: "b", BindAddr: "127.0.0.1:0", Logger: testLogger(t)}, func(from string, m Message) {
+	b, err := New(Config{NodeID: "b", Listener: listen(t, "127.0.0.1:0"), Logger: testLogger(t)}, func(from string, m Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, m)
@@ -63,7 +49,7 @@ func TestStreams_MessageFieldsSurvive(t *testing.T) {
 	}
 	defer b.Close()
 	a := newNode(t, "a", nil)
-	a.SetPeers(map[string]string{"b": b.Addr()})
+	a.SetPeers(map[string]string{"b": b.ln.Addr().String()})
 	want := []Message{
 		{Kind: KindPublish, App: "app", Channel: "private-c", Except: "1.2", Payload: []byte("frame")},
 		{Kind: KindToUser, App: "app", Channel: "user-7", Payload: []byte("hi")},
@@ -133,8 +119,8 @@ func TestStreams_BroadcastRetriesOnBackpressure(t *testing.T) {
 }
 
 func TestStreams_ConnectionKilledMidStream(t *testing.T) {
-	modes(t, func(t *testing.T, key []byte) {
-		a, b := newNode(t, "a", withKey(key)), newNode(t, "b", withKey(key))
+	transports(t, func(t *testing.T, tr func(string) func(*Config)) {
+		a, b := newNode(t, "a", tr("a")), newNode(t, "b", tr("b"))
 		mesh(a, b)
 		const n = 20_000
 		done := make(chan struct{})
@@ -177,7 +163,6 @@ func TestStreams_ConnectionKilledMidStream(t *testing.T) {
 
 func TestStreams_ReceiverRestart(t *testing.T) {
 	a, b := newNode(t, "a", nil), newNode(t, "b", func(c *Config) { c.Incarnation = 1 })
-	addr := b.Addr()
 	mesh(a, b)
 	sendAll(t, a.Streams, "b", 1, 1000, 64)
 	testutil.WaitFor(t, 10*time.Second, "first life to receive", func() bool { return b.rec.count("a") == 1000 })
@@ -187,8 +172,8 @@ func TestStreams_ReceiverRestart(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "a to notice", func() bool { return !a.peerStats("b").Connected })
 	sendAll(t, a.Streams, "b", 1001, 1500, 64) // queued while b is down
 
-	b2 := newNode(t, "b", func(c *Config) { c.Incarnation = 2; c.BindAddr = addr })
-	b2.SetPeers(map[string]string{"a": a.Addr()})
+	b2 := newNode(t, "b", func(c *Config) { c.Incarnation = 2; c.Listener = listen(t, b.addr) })
+	b2.SetPeers(map[string]string{"a": a.addr})
 	testutil.WaitFor(t, 10*time.Second, "queued messages to reach the new life", func() bool { return b2.rec.count("a") == 500 })
 	sendAll(t, a.Streams, "b", 1501, 2000, 64)
 	testutil.WaitFor(t, 10*time.Second, "the rest", func() bool { return b2.rec.count("a") >= 1000 })
@@ -201,14 +186,14 @@ func TestStreams_ReceiverRestart(t *testing.T) {
 func TestStreams_OriginRestartResetsSequence(t *testing.T) {
 	b := newNode(t, "b", nil)
 	a := newNode(t, "a", func(c *Config) { c.Incarnation = 10 })
-	a.SetPeers(map[string]string{"b": b.Addr()})
+	a.SetPeers(map[string]string{"b": b.addr})
 	sendAll(t, a.Streams, "b", 1, 500, 64)
 	testutil.WaitFor(t, 10*time.Second, "first life", func() bool { return b.rec.count("a") == 500 })
 	_ = a.Close()
 
 	// The new life numbers from 1 again; b must not take it for duplicates.
 	a2 := newNode(t, "a", func(c *Config) { c.Incarnation = 11 })
-	a2.SetPeers(map[string]string{"b": b.Addr()})
+	a2.SetPeers(map[string]string{"b": b.addr})
 	sendAll(t, a2.Streams, "b", 1, 300, 64)
 	testutil.WaitFor(t, 10*time.Second, "second life", func() bool { return b.rec.count("a") == 800 })
 	got := b.rec.seqs("a")
@@ -220,7 +205,7 @@ func TestStreams_OriginRestartResetsSequence(t *testing.T) {
 
 	// The old life coming back is refused.
 	old := newNode(t, "a", func(c *Config) { c.Incarnation = 10 })
-	old.SetPeers(map[string]string{"b": b.Addr()})
+	old.SetPeers(map[string]string{"b": b.addr})
 	if err := old.Send(context.Background(), "b", numbered(999, 8)); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +217,7 @@ func TestStreams_OriginRestartResetsSequence(t *testing.T) {
 
 func TestStreams_GapWhileUnreachableIsCountedNotReordered(t *testing.T) {
 	b := newNode(t, "b", nil)
-	px := newProxy(t, b.Addr())
+	px := newProxy(t, b.addr)
 	a := newNode(t, "a", func(c *Config) { c.MaxQueueBytes = 4 << 10; c.RetainBytes = 4 << 10 })
 	a.SetPeers(map[string]string{"b": px.addr()})
 	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
@@ -358,7 +343,7 @@ func TestStreams_RemovedPeerDropsBuffer(t *testing.T) {
 
 	// Added again, it is a new stream: nothing of the old queue comes back.
 	b := newNode(t, "b", nil)
-	a.SetPeers(map[string]string{"b": b.Addr()})
+	a.SetPeers(map[string]string{"b": b.addr})
 	if err := a.Send(context.Background(), "b", numbered(102, 8)); err != nil {
 		t.Fatal(err)
 	}
@@ -398,40 +383,10 @@ func TestStreams_RemovalWakesBlockedSend(t *testing.T) {
 	}
 }
 
-func TestStreams_AuthRefusals(t *testing.T) {
-	cases := []struct {
-		name         string
-		sender, recv []byte
-	}{
-		{"wrong key", key1, key2},
-		{"key on sender only", key1, nil},
-		{"key on receiver only", nil, key1},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			b := newNode(t, "b", withKey(tc.recv))
-			a := newNode(t, "a", withKey(tc.sender))
-			a.SetPeers(map[string]string{"b": b.Addr()})
-			if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
-				t.Fatal(err)
-			}
-			testutil.WaitFor(t, 10*time.Second, "both sides to refuse", func() bool {
-				return a.Stats().HandshakeFailures >= 2 && b.Stats().HandshakeFailures >= 2
-			})
-			if a.Stats().AuthFailures+b.Stats().AuthFailures == 0 {
-				t.Error("no auth failure counted")
-			}
-			if b.rec.count("a") != 0 || a.peerStats("b").Connected {
-				t.Fatal("refused stream delivered")
-			}
-		})
-	}
-}
-
 func TestStreams_WrongNodeAtAddress(t *testing.T) {
 	b := newNode(t, "b", nil)
 	a := newNode(t, "a", nil)
-	a.SetPeers(map[string]string{"c": b.Addr()})
+	a.SetPeers(map[string]string{"c": b.addr})
 	if err := a.Send(context.Background(), "c", numbered(1, 8)); err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +398,7 @@ func TestStreams_WrongNodeAtAddress(t *testing.T) {
 
 func TestStreams_SendErrors(t *testing.T) {
 	a := newNode(t, "a", nil)
-	a.SetPeers(map[string]string{"a": a.Addr()})
+	a.SetPeers(map[string]string{"a": a.addr})
 	if err := a.Send(context.Background(), "a", numbered(1, 8)); !errors.Is(err, ErrUnknownPeer) {
 		t.Errorf("Send to self: %v", err)
 	}
@@ -462,34 +417,26 @@ func TestStreams_SendErrors(t *testing.T) {
 
 func TestNew_Validates(t *testing.T) {
 	deliver := func(string, Message) {}
-	for _, cfg := range []Config{
-		{BindAddr: "127.0.0.1:0"},
-		{NodeID: "a", BindAddr: "127.0.0.1:0", SecretKey: []byte("short")},
+	ln := listen(t, "127.0.0.1:0")
+	for name, cfg := range map[string]Config{
+		"no node id":   {Listener: ln},
+		"long node id": {NodeID: string(make([]byte, maxIDLen+1)), Listener: ln},
+		"no listener":  {NodeID: "a"},
 	} {
 		if s, err := New(cfg, deliver); err == nil {
 			_ = s.Close()
-			t.Errorf("New(%+v) accepted", cfg)
+			t.Errorf("%s: New accepted", name)
 		}
 	}
-	s, err := New(Config{NodeID: "a", BindAddr: "127.0.0.1:0", AdvertiseAddr: "10.0.0.5"}, deliver)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := New(Config{NodeID: "a", Listener: ln}, nil); err == nil {
+		t.Error("nil deliver accepted")
 	}
-	defer s.Close()
-	if host, _, _ := net.SplitHostPort(s.Addr()); host != "10.0.0.5" || portOf(s.Addr()) != portOf(s.ln.Addr().String()) {
-		t.Errorf("Addr() = %s", s.Addr())
-	}
-}
-
-func portOf(addr string) string {
-	_, p, _ := net.SplitHostPort(addr)
-	return p
 }
 
 func TestStreams_SilentPeerDetected(t *testing.T) {
 	const peerTimeout = 400 * time.Millisecond
 	b := newNode(t, "b", func(c *Config) { c.PeerTimeout = peerTimeout })
-	px := newProxy(t, b.Addr())
+	px := newProxy(t, b.addr)
 	a := newNode(t, "a", func(c *Config) { c.PeerTimeout = peerTimeout })
 	a.SetPeers(map[string]string{"b": px.addr()})
 	testutil.WaitFor(t, 10*time.Second, "connection", func() bool { return a.peerStats("b").Connected })
@@ -518,7 +465,7 @@ func TestReadData_DropsDuplicatesAndCountsGaps(t *testing.T) {
 	o := &origin{id: "a"}
 	o.last.Store(5)
 	go func() {
-		w := newRecordWriter(client, nil, time.Second)
+		w := newRecordWriter(client, time.Second)
 		w.begin()
 		for _, seq := range []uint64{4, 5, 6, 6, 9} {
 			enc, _ := encodeMessage(numbered(seq, 8))

@@ -1,6 +1,7 @@
 // Package stream is the cluster's data plane: persistent, ordered,
-// back-pressured TCP streams that carry publishes, user messages and small
-// control messages between nodes, exactly once across reconnects.
+// back-pressured streams over the cluster port's connections that carry
+// publishes, user messages and small control messages between nodes,
+// exactly once across reconnects.
 package stream
 
 import (
@@ -33,8 +34,12 @@ const (
 	ackEvery = 256
 	ackDelay = 5 * time.Millisecond
 	// maxOrigins bounds the per-origin resume state a destination keeps;
-	// beyond it the least recently seen disconnected origin is forgotten.
+	// beyond it the least recently seen disconnected origin is forgotten,
+	// and a new origin is refused while all of them are connected.
 	maxOrigins = 1024
+	// maxHandshakes bounds the inbound connections in their handshake at
+	// once; more are closed at once.
+	maxHandshakes = 64
 )
 
 var (
@@ -57,17 +62,25 @@ type Config struct {
 	// 0 means the current time. A destination that sees a larger one resets
 	// its sequence state for this origin.
 	Incarnation uint64
-	// BindAddr is the TCP listen address, host:port; port 0 picks a free
-	// one. Default ":0".
-	BindAddr string
-	// AdvertiseAddr is the address Addr reports for peers to dial; a
-	// missing or zero port is replaced by the bound port. Default: the
-	// listener's address.
-	AdvertiseAddr string
-	// SecretKey (16, 24 or 32 bytes) makes both ends prove the key in the
-	// handshake and seals every record with AES-256-GCM. Without it the
-	// port must be reachable only by cluster nodes.
-	SecretKey []byte
+	// Listener yields inbound stream connections. The cluster port owns the
+	// socket: it has already done the TLS handshake and read the connection
+	// kind, so the first byte read is the stream hello. Required. Streams
+	// closes it on Close (not when New fails). Accept must return an error
+	// wrapping net.ErrClosed once it is closed.
+	Listener net.Listener
+	// Dial opens an outbound stream connection to node peerID at addr, ready
+	// for the hello (TLS and kind byte done by the caller's transport). A
+	// transport that proves identities must refuse an address whose
+	// certificate is not peerID's. ctx ends after PeerTimeout or when the
+	// peer is removed. Default: plain TCP (net.Dialer, timeout PeerTimeout),
+	// for tests.
+	Dial func(ctx context.Context, addr, peerID string) (net.Conn, error)
+	// PeerID returns the node id that conn's certificate proves, or "" when
+	// the transport proves none (no CLUSTER_KEY). An inbound hello whose
+	// origin differs from a proven id is refused; it is asked after the
+	// hello has been read. A connection returned by Dial that it proves to
+	// be another node than peerID is closed unused. Default: always "".
+	PeerID func(conn net.Conn) string
 	// MaxQueueBytes bounds each peer's not-yet-written messages while the
 	// peer is connected (default 8 MiB).
 	MaxQueueBytes int
@@ -90,18 +103,11 @@ func (c *Config) setDefaults() error {
 	if c.NodeID == "" || len(c.NodeID) > maxIDLen {
 		return fmt.Errorf("stream: node id must be 1 to %d bytes", maxIDLen)
 	}
-	switch len(c.SecretKey) {
-	case 0:
-		c.SecretKey = nil
-	case 16, 24, 32:
-	default:
-		return fmt.Errorf("stream: secret key must be 16, 24 or 32 bytes, got %d", len(c.SecretKey))
+	if c.Listener == nil {
+		return errors.New("stream: nil listener")
 	}
 	if c.Incarnation == 0 {
 		c.Incarnation = uint64(time.Now().UnixNano())
-	}
-	if c.BindAddr == "" {
-		c.BindAddr = ":0"
 	}
 	if c.MaxQueueBytes <= 0 {
 		c.MaxQueueBytes = DefaultMaxQueueBytes
@@ -120,6 +126,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Dial == nil {
+		d := net.Dialer{Timeout: c.PeerTimeout, KeepAliveConfig: keepAlive}
+		c.Dial = func(ctx context.Context, addr, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	if c.PeerID == nil {
+		c.PeerID = func(net.Conn) string { return "" }
 	}
 	return nil
 }
@@ -146,13 +161,16 @@ type Streams struct {
 	removed counters // totals of peers no longer in the set
 	origins map[string]*origin
 	inbound map[net.Conn]struct{}
+	// handshakes holds a token per inbound connection still in its
+	// handshake; when full, further connections are refused at once.
+	handshakes chan struct{}
 
 	handshakeFailures atomic.Uint64
 	authFailures      atomic.Uint64
 	lastRefusalLog    atomic.Int64
 }
 
-// New binds the listener. deliver is called with each message from another
+// New prepares the streams over cfg.Listener; Start serves it. deliver is called with each message from another
 // node, in the origin's order, exactly once per message of an origin
 // incarnation. It runs on the connection's reader goroutine (one per
 // origin, so calls for different origins are concurrent) and must not
@@ -166,21 +184,17 @@ func New(cfg Config, deliver func(from string, m Message)) (*Streams, error) {
 	if deliver == nil {
 		return nil, errors.New("stream: nil deliver")
 	}
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.BindAddr)
-	if err != nil {
-		return nil, fmt.Errorf("stream: listen %s: %w", cfg.BindAddr, err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Streams{
-		cfg:     cfg,
-		deliver: deliver,
-		log:     cfg.Logger.With("component", "stream", "node_id", cfg.NodeID),
-		ln:      ln,
-		ctx:     ctx,
-		cancel:  cancel,
-		origins: make(map[string]*origin),
-		inbound: make(map[net.Conn]struct{}),
+		cfg:        cfg,
+		deliver:    deliver,
+		log:        cfg.Logger.With("component", "stream", "node_id", cfg.NodeID),
+		ln:         cfg.Listener,
+		ctx:        ctx,
+		cancel:     cancel,
+		origins:    make(map[string]*origin),
+		inbound:    make(map[net.Conn]struct{}),
+		handshakes: make(chan struct{}, maxHandshakes),
 	}
 	s.peers.Store(&map[string]*peer{})
 	return s, nil
@@ -204,29 +218,12 @@ func (s *Streams) Start(ctx context.Context) error {
 		s.startPeer(p)
 	}
 	context.AfterFunc(ctx, func() { _ = s.Close() })
-	s.log.Info("streams started", "addr", s.ln.Addr().String(), "sealed", s.cfg.SecretKey != nil)
+	s.log.Info("streams started", "addr", s.ln.Addr().String())
 	return nil
 }
 
-// Addr is the address peers dial to reach this node.
-func (s *Streams) Addr() string {
-	bound := s.ln.Addr().String()
-	if s.cfg.AdvertiseAddr == "" {
-		return bound
-	}
-	_, port, _ := net.SplitHostPort(bound)
-	host, aport, err := net.SplitHostPort(s.cfg.AdvertiseAddr)
-	if err != nil {
-		return net.JoinHostPort(s.cfg.AdvertiseAddr, port)
-	}
-	if aport == "" || aport == "0" {
-		return net.JoinHostPort(host, port)
-	}
-	return s.cfg.AdvertiseAddr
-}
-
-// SetPeers replaces the peer set (node id → stream address), normally the
-// alive gossip members. New peers are dialled; removed ones are closed and
+// SetPeers replaces the peer set (node id → address passed to Dial),
+// normally the alive gossip members. New peers are dialled; removed ones are closed and
 // their queued messages dropped; a changed address is redialled with the
 // queue kept. This node's own id is ignored.
 func (s *Streams) SetPeers(peers map[string]string) {
@@ -349,6 +346,9 @@ func (s *Streams) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	err := s.ln.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
 	s.wg.Wait()
 	s.log.Info("streams closed")
 	return err
@@ -389,8 +389,8 @@ func nextEpoch() uint64 {
 	}
 }
 
-// refusalLogEvery rate-limits logs of refused inbound handshakes, which an
-// unauthenticated client can trigger at will.
+// refusalLogEvery rate-limits logs of refused inbound handshakes, which
+// anyone who can reach the cluster port can trigger at will.
 const refusalLogEvery = 10 * time.Second
 
 func (s *Streams) logRefusal(msg string, args ...any) {
