@@ -14,6 +14,7 @@ import (
 
 	"github.com/soketi-go/soketi/internal/config"
 	"github.com/soketi-go/soketi/pkg/cluster"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -21,9 +22,23 @@ import (
 // startCluster joins the cluster described by cfg.Cluster.
 func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAdapter, logger *slog.Logger) (*cluster.Node, error) {
 	c := cfg.Cluster
+	var creds *clusternet.Credentials
+	if c.TLS.Enabled() {
+		// An operator's PKI: the certificate's common name is the node id.
+		var err error
+		if creds, err = clusternet.LoadCredentials(c.TLS.CAPath, c.TLS.CertPath, c.TLS.KeyPath, c.NodeID); err != nil {
+			return nil, &config.Error{Name: "CLUSTER_TLS_CERT", Value: c.TLS.CertPath, Msg: err.Error()}
+		}
+		c.NodeID = creds.NodeID()
+	}
 	nodeID, err := loadNodeID(c)
 	if err != nil {
 		return nil, err
+	}
+	if creds == nil && c.SecretKey != nil {
+		if creds, err = clusternet.DeriveCredentials(c.SecretKey, nodeID); err != nil {
+			return nil, &config.Error{Name: "CLUSTER_KEY", Msg: err.Error()}
+		}
 	}
 	return cluster.Start(ctx, cluster.NodeConfig{
 		Gossip: gossip.Config{
@@ -45,6 +60,7 @@ func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAd
 		},
 		DataDir:         c.DataDir,
 		RaftPort:        c.RaftPort,
+		Credentials:     creds,
 		ExpectedServers: c.ExpectedServers,
 		MasterTimeout:   c.MasterTimeout,
 		ReapDelay:       c.ReapDelay,

@@ -16,6 +16,7 @@ import (
 	"github.com/soketi-go/soketi/pkg/metrics"
 	"github.com/soketi-go/soketi/pkg/pusher"
 	"github.com/soketi-go/soketi/pkg/webhook"
+	"github.com/soketi-go/soketi/pkg/wstransport"
 )
 
 // node is one running server: the protocol engine, its HTTP handlers and,
@@ -71,6 +72,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		Metrics:                   m,
 		Limiter:                   lim,
 		Logger:                    logger,
+		WebSocket:                 wstransport.New(),
 		UserAuthenticationTimeout: cfg.UserAuthenticationTimeout,
 		ChannelCacheTTL:           cfg.ChannelCacheTTL,
 		PathPrefix:                cfg.PathPrefix,
@@ -84,9 +86,14 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	api := n.server.Router()
 	r := chi.NewRouter()
 	if n.cluster != nil {
+		// A secured cluster keeps its addresses, ids and incarnations off the
+		// public port; an open one is open anyway, and shows them as before.
 		r.Get(cfg.PathPrefix+"/cluster", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(n.cluster.Status())
+			if n.cluster.Status().Secured {
+				writeJSON(w, n.cluster.Summary())
+				return
+			}
+			writeJSON(w, n.cluster.Status())
 		})
 	}
 	if cfg.Mode == "worker" {
@@ -98,7 +105,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		r.Mount("/", api)
 	}
 	n.handler = r
-	n.metricsHandler = metricsRouter(cfg, n.server, n.metrics)
+	n.metricsHandler = metricsRouter(cfg, n.server, n.metrics, n.cluster)
 	return n, nil
 }
 
@@ -164,7 +171,7 @@ func (n *node) close() {
 }
 
 // metricsRouter serves the metrics port: health, usage and, when enabled, /metrics.
-func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics) http.Handler {
+func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics, cl *cluster.Node) http.Handler {
 	r := chi.NewRouter()
 	p := cfg.PathPrefix
 	r.Get(p+"/", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK")) })
@@ -174,7 +181,16 @@ func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics) h
 	if m != nil {
 		r.Get(p+"/metrics", m.Handler().ServeHTTP)
 	}
+	if cl != nil {
+		// The operators' port: the whole cluster view.
+		r.Get(p+"/cluster", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, cl.Status()) })
+	}
 	return r
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // clusterFigures maps the cluster's counters onto the metrics package's.

@@ -74,15 +74,37 @@ type Cluster struct {
 
 	NodeID           string
 	AdvertiseAddress string
-	GossipPort       int    // memberlist; 0 picks a free port
-	RaftPort         int    // 0 picks a free port
-	SecretKey        []byte // optional gossip encryption key
-	DataDir          string
-	ExpectedServers  int
+	GossipPort       int    // memberlist (TCP and UDP); 0 picks a free port
+	RaftPort         int    // the cluster TCP port: raft, RPC and streams; 0 picks a free port
+	SecretKey        []byte // CLUSTER_KEY: gossip encryption, beacon MACs, mutual TLS
+	// TLS names an operator's own PKI for the cluster port; without it and
+	// with a key, the certificates are derived from the key.
+	TLS             ClusterTLS
+	DataDir         string
+	ExpectedServers int
 	// ReapDelay is how long a dead node keeps its presence members and
 	// occupancy before the leader purges them.
 	ReapDelay time.Duration
 }
+
+// ClusterTLS are PEM files of an operator's PKI (CLUSTER_TLS_CA, _CERT, _KEY).
+type ClusterTLS struct {
+	CAPath, CertPath, KeyPath string
+}
+
+// Enabled reports whether any of the files is set.
+func (t ClusterTLS) Enabled() bool { return t.CAPath != "" || t.CertPath != "" || t.KeyPath != "" }
+
+// The ports a node binds by default. They are fixed so that a restarted
+// node comes back at the address its peers know; deploy/ lists exactly
+// these.
+const (
+	DefaultPort          = 6001  // WebSocket and HTTP API
+	DefaultMetricsPort   = 9601  // metrics, /ready, /usage and the cluster detail
+	DefaultDiscoveryPort = 11002 // UDP beacons (CLUSTER_PORT)
+	DefaultGossipPort    = 11003 // memberlist, TCP and UDP (CLUSTER_GOSSIP_PORT)
+	DefaultClusterPort   = 11004 // raft, RPC and streams, TCP (CLUSTER_RAFT_PORT)
+)
 
 // Metrics configures the Prometheus server.
 type Metrics struct {
@@ -103,7 +125,7 @@ type CORS struct {
 // Default returns soketi's defaults, with one default app.
 func Default() *Config {
 	return &Config{
-		Host: "0.0.0.0", Port: 6001, Mode: "full",
+		Host: "0.0.0.0", Port: DefaultPort, Mode: "full",
 		AcceptTrafficMemoryThreshold: 85,
 		ShutdownGracePeriod:          3 * time.Second,
 		UserAuthenticationTimeout:    30 * time.Second,
@@ -117,13 +139,13 @@ func Default() *Config {
 		CacheDriver:                  "memory",
 		ChannelCacheTTL:              time.Hour,
 		Cluster: Cluster{
-			Host: "0.0.0.0", Port: 11002,
+			Host: "0.0.0.0", Port: DefaultDiscoveryPort, GossipPort: DefaultGossipPort, RaftPort: DefaultClusterPort,
 			KeepaliveInterval: 500 * time.Millisecond, CheckInterval: 500 * time.Millisecond,
 			NodeTimeout: 2 * time.Second, MasterTimeout: 2 * time.Second,
 			IgnoreProcess: true, BroadcastAddress: "255.255.255.255",
 			DataDir: "./soketi-data", ExpectedServers: 1, ReapDelay: 10 * time.Second,
 		},
-		Metrics: Metrics{Driver: "prometheus", Host: "0.0.0.0", Port: 9601, Prefix: "soketi_"},
+		Metrics: Metrics{Driver: "prometheus", Host: "0.0.0.0", Port: DefaultMetricsPort, Prefix: "soketi_"},
 		CORS: CORS{
 			Origin:  []string{"*"},
 			Methods: []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
@@ -256,6 +278,14 @@ func (c *Config) Validate() error {
 	}
 	if c.SSL.Enabled() && (c.SSL.CertPath == "" || c.SSL.KeyPath == "") {
 		return &Error{Name: "SOKETI_SSL_CERT", Msg: "SOKETI_SSL_CERT and SOKETI_SSL_KEY must be set together"}
+	}
+	if t := c.Cluster.TLS; t.Enabled() {
+		switch {
+		case t.CAPath == "" || t.CertPath == "" || t.KeyPath == "":
+			return &Error{Name: "CLUSTER_TLS_CA", Msg: "CLUSTER_TLS_CA, CLUSTER_TLS_CERT and CLUSTER_TLS_KEY must be set together"}
+		case c.Cluster.SecretKey == nil:
+			return &Error{Name: "CLUSTER_TLS_CA", Msg: "needs CLUSTER_KEY too: the key encrypts gossip and signs beacons"}
+		}
 	}
 	return nil
 }

@@ -23,9 +23,11 @@ import (
 
 	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/cluster"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/pusher"
+	"github.com/soketi-go/soketi/pkg/wstransport"
 )
 
 // App is the app every node serves.
@@ -58,7 +60,14 @@ type Options struct {
 	// WrapLimiter, when set, wraps node i's limiter (nil without
 	// ClusterLimiter), e.g. to count what it admits.
 	WrapLimiter func(i int, l pusher.RateLimiter) pusher.RateLimiter
+	// Open runs the cluster without a key, as ADAPTER_DRIVER=cluster alone
+	// does. By default the nodes share Key: gossip is encrypted, beacons
+	// are authenticated and the cluster port is mutual TLS.
+	Open bool
 }
+
+// Key is the test clusters' CLUSTER_KEY.
+var Key = []byte("testcluster-key-of-32-bytes-long")
 
 // Node is one member.
 type Node struct {
@@ -161,10 +170,19 @@ func (c *Cluster) start(i int) *Node {
 	unicast := make([]string, len(c.ips))
 	copy(unicast, c.ips)
 	local := pusher.NewLocalAdapter()
+	id := fmt.Sprintf("node%d", i)
+	var key []byte
+	var creds *clusternet.Credentials
+	if !c.opts.Open {
+		key = Key
+		if creds, err = clusternet.DeriveCredentials(key, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cn, err := cluster.Start(ctx, cluster.NodeConfig{
 		Gossip: gossip.Config{
-			ClusterName: "test", NodeID: fmt.Sprintf("node%d", i), BindHost: ip, AdvertiseAddr: ip,
+			ClusterName: "test", NodeID: id, BindHost: ip, AdvertiseAddr: ip, SecretKey: key,
 			DiscoveryPort: c.port, UnicastAddresses: unicast,
 			KeepaliveInterval: 100 * time.Millisecond, CheckInterval: 200 * time.Millisecond,
 			NodeTimeout: time.Second, MasterTimeout: time.Second,
@@ -172,6 +190,7 @@ func (c *Cluster) start(i int) *Node {
 		},
 		DataDir:         fmt.Sprintf("%s/node%d", c.dir, i),
 		ExpectedServers: len(c.ips),
+		Credentials:     creds,
 		MasterTimeout:   time.Second,
 		ReapDelay:       2 * time.Second,
 		RequestTimeout:  2 * time.Second,
@@ -196,7 +215,8 @@ func (c *Cluster) start(i int) *Node {
 	if c.opts.WrapLimiter != nil {
 		lim = c.opts.WrapLimiter(i, lim)
 	}
-	srv := pusher.New(pusher.Options{Apps: apps, Adapter: cn.Adapter(), Webhooks: c.Hooks, Limiter: lim, Logger: logger})
+	srv := pusher.New(pusher.Options{Apps: apps, Adapter: cn.Adapter(), Webhooks: c.Hooks, Limiter: lim, Logger: logger,
+		WebSocket: wstransport.New()})
 	hs := httptest.NewUnstartedServer(srv.Router())
 	hs.Listener.Close()
 	hs.Listener = ln

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/pkg/cluster/stream"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 	"github.com/soketi-go/soketi/pkg/consensus"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -26,8 +27,12 @@ type NodeConfig struct {
 	Gossip gossip.Config
 	// DataDir holds the Raft data (CLUSTER_DATA_DIR).
 	DataDir string
-	// RaftPort is the Raft and forwarding port on Gossip.BindHost; 0 picks one.
-	RaftPort        int
+	// RaftPort is the cluster TCP port on Gossip.BindHost (raft, RPC and
+	// streams); 0 picks one.
+	RaftPort int
+	// Credentials put the cluster port behind mutual TLS (from CLUSTER_KEY
+	// or an operator's PKI); nil leaves it open to the LAN.
+	Credentials     *clusternet.Credentials
 	ExpectedServers int
 	MasterTimeout   time.Duration
 	// ReapDelay is how long a dead node keeps its entries; 0 means the default.
@@ -40,6 +45,7 @@ type NodeConfig struct {
 // replicated state (Raft), the message streams, and the adapter over them.
 type Node struct {
 	members *gossip.Members
+	port    *clusternet.Port
 	raft    *consensus.Node
 	streams *stream.Streams
 	adapter *Adapter
@@ -56,6 +62,9 @@ type Node struct {
 
 // View is what GET /cluster shows: gossip's view, the Raft status and the streams.
 type View struct {
+	// Secured says whether the cluster has a key: gossip encrypted,
+	// beacons authenticated and the cluster port behind mutual TLS.
+	Secured bool `json:"secured"`
 	gossip.View
 	// Quorum says whether this node can change the replicated state now:
 	// it leads, or it heard from a leader within the master timeout.
@@ -64,19 +73,21 @@ type View struct {
 	Quorum  bool                 `json:"quorum"`
 	Raft    consensus.NodeStatus `json:"raft"`
 	Streams StreamView           `json:"streams"`
+	// Port counts the cluster port's refused connections: failed TLS
+	// handshakes (no key, a wrong key) and connections over its bounds.
+	Port clusternet.Stats `json:"cluster_port"`
 	// RateLimiter is set with RATE_LIMITER_DRIVER=cluster.
 	RateLimiter *RateLimiterView `json:"rate_limiter,omitempty"`
 }
 
 // StreamView summarises the inter-node streams.
 type StreamView struct {
-	Address   string `json:"address"`
 	Delivered uint64 `json:"delivered"`
 	Lost      uint64 `json:"lost"`
 	Dropped   uint64 `json:"dropped"`
 }
 
-// Start joins the cluster: it binds the streams, Raft and gossip sockets,
+// Start joins the cluster: it binds the cluster port and the gossip sockets,
 // then runs them until ctx ends or Leave/Close is called. local delivers to
 // this process's connections.
 func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*Node, error) {
@@ -102,11 +113,25 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 
 	var adapter *Adapter
 	var err error
+	n.port, err = clusternet.Listen(clusternet.Config{
+		BindAddr:      net.JoinHostPort(hostOr(g.BindHost), strconv.Itoa(cfg.RaftPort)),
+		AdvertiseAddr: net.JoinHostPort(adv.String(), strconv.Itoa(cfg.RaftPort)),
+		Credentials:   cfg.Credentials,
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster port: %w", err)
+	}
 	n.streams, err = stream.New(stream.Config{
-		NodeID: g.NodeID, Incarnation: g.Incarnation, BindAddr: net.JoinHostPort(hostOr(g.BindHost), "0"),
-		SecretKey: g.SecretKey, Logger: logger,
+		NodeID: g.NodeID, Incarnation: g.Incarnation, Logger: logger,
+		Listener: n.port.Listener(clusternet.KindStream),
+		Dial: func(ctx context.Context, addr, peerID string) (net.Conn, error) {
+			return n.port.Dial(ctx, addr, clusternet.KindStream, peerID)
+		},
+		PeerID: clusternet.PeerID,
 	}, func(from string, m stream.Message) { adapter.Deliver(from, m) })
 	if err != nil {
+		n.port.Close()
 		return nil, fmt.Errorf("cluster streams: %w", err)
 	}
 	membership := newMembership()
@@ -114,8 +139,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 		NodeID:          g.NodeID,
 		Incarnation:     g.Incarnation,
 		Dir:             filepath.Join(cfg.DataDir, "raft"),
-		BindAddr:        net.JoinHostPort(hostOr(g.BindHost), strconv.Itoa(cfg.RaftPort)),
-		AdvertiseAddr:   net.JoinHostPort(adv.String(), strconv.Itoa(cfg.RaftPort)),
+		Port:            n.port,
 		ExpectedServers: cfg.ExpectedServers,
 		MasterTimeout:   cfg.MasterTimeout,
 		ReapDelay:       cfg.ReapDelay,
@@ -125,6 +149,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	}, membership)
 	if err != nil {
 		n.streams.Close()
+		n.port.Close()
 		return nil, fmt.Errorf("cluster raft: %w", err)
 	}
 	adapter = New(Config{
@@ -132,18 +157,19 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	}, local, n.raft, n.streams)
 	n.adapter = adapter
 
-	g.RaftAddr = n.raft.Addr()
-	g.StreamAddr = n.streams.Addr()
+	g.RaftAddr = n.port.Addr()
 	n.members, err = gossip.New(g)
 	if err != nil {
 		n.raft.Shutdown()
 		n.streams.Close()
+		n.port.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	membership.members = n.members
 
 	ctx, n.cancel = context.WithCancel(ctx)
 	n.ctx = ctx
+	n.port.Start()
 	if err := n.streams.Start(ctx); err != nil {
 		n.members.Shutdown()
 		n.close()
@@ -161,8 +187,13 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 
 	self := n.members.LocalNode()
 	logger.Info("cluster started", "node_id", self.ID, "gossip_address", self.GossipAddr,
-		"raft_address", n.raft.Addr(), "stream_address", n.streams.Addr(),
+		"cluster_address", n.port.Addr(), "secured", n.port.Secured(),
 		"discovery", n.members.View().Discovery.Mode, "expected_servers", cfg.ExpectedServers)
+	if !n.port.Secured() {
+		logger.Warn("CLUSTER_KEY is not set: the cluster is open to its LAN. Any host that reaches the gossip, " +
+			"discovery and cluster ports can join, read presence data, publish to subscribers and change the " +
+			"replicated state. Set CLUSTER_KEY (e.g. `openssl rand -base64 32`) on every node.")
+	}
 	return n, nil
 }
 
@@ -190,16 +221,40 @@ func (n *Node) Status() View {
 	st := n.streams.Stats()
 	rs := n.raft.Status()
 	v := View{
-		View:   n.members.View(),
-		Quorum: hasQuorum(rs, n.masterTimeout),
-		Raft:   rs,
-		Streams: StreamView{Address: n.streams.Addr(), Delivered: st.Delivered, Lost: st.Lost,
-			Dropped: st.Dropped},
+		Secured: n.port.Secured(),
+		View:    n.members.View(),
+		Quorum:  hasQuorum(rs, n.masterTimeout),
+		Raft:    rs,
+		Streams: StreamView{Delivered: st.Delivered, Lost: st.Lost, Dropped: st.Dropped},
+		Port:    n.port.Stats(),
 	}
 	if l := n.adapter.leases.Load(); l != nil {
 		v.RateLimiter = l.view()
 	}
 	return v
+}
+
+// Summary is what GET /cluster shows on the public port of a secured
+// cluster: whether it is healthy, and nothing an outsider could use to
+// join or forge (no id, address or incarnation). The detail is on the
+// metrics port.
+type Summary struct {
+	Secured   bool           `json:"secured"`
+	Quorum    bool           `json:"quorum"`
+	HasMaster bool           `json:"has_master"`
+	Members   map[string]int `json:"members"` // by state: alive, suspect, dead, left
+	Detail    string         `json:"detail"`
+}
+
+// Summary reads the public summary.
+func (n *Node) Summary() Summary {
+	rs := n.raft.Status()
+	s := Summary{Secured: n.port.Secured(), Quorum: hasQuorum(rs, n.masterTimeout), HasMaster: rs.LeaderID != "",
+		Members: map[string]int{}, Detail: "GET /cluster on the metrics port"}
+	for _, m := range n.members.View().Members {
+		s.Members[string(m.State)]++
+	}
+	return s
 }
 
 // hasQuorum reads a quorum from the raft status: a leader steps down once
@@ -235,6 +290,7 @@ func (n *Node) close() {
 		n.raft.Shutdown()
 		n.wg.Wait()
 		_ = n.streams.Close()
+		n.port.Close()
 	})
 }
 
@@ -313,8 +369,8 @@ func (m *membership) refresh(cn *Node) {
 	addrs := make(map[string]string, len(alive))
 	ids := make([]string, 0, len(alive))
 	for _, mem := range alive {
-		if mem.StreamAddr != "" {
-			addrs[mem.ID] = mem.StreamAddr
+		if mem.RaftAddr != "" {
+			addrs[mem.ID] = mem.RaftAddr
 			ids = append(ids, mem.ID)
 		}
 	}

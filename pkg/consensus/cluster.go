@@ -179,7 +179,7 @@ func (n *Node) tryBootstrap(ctx context.Context, st *controlState, r *raft.Raft)
 		if p.ID == n.cfg.NodeID {
 			continue
 		}
-		ps, err := n.peerStatus(ctx, p.RaftAddr)
+		ps, err := n.peerStatus(ctx, p)
 		if err != nil {
 			n.infoEvery(st, "bootstrap_peer", "bootstrap: peer status unavailable", "peer", p.ID, "err", err)
 			return
@@ -323,7 +323,7 @@ func (n *Node) gone(st *controlState, id string, now time.Time) bool {
 // to wipe itself if this group wins the merge rule; otherwise this group
 // waits to be absorbed.
 func (n *Node) admit(ctx context.Context, st *controlState, r *raft.Raft, p Peer, ours []string, timeout time.Duration) {
-	ps, err := n.peerStatus(ctx, p.RaftAddr)
+	ps, err := n.peerStatus(ctx, p)
 	if err != nil {
 		n.infoEvery(st, "admit_"+p.ID, "cannot reach member to admit it", "peer", p.ID, "err", err)
 		return
@@ -344,7 +344,7 @@ func (n *Node) admit(ctx context.Context, st *controlState, r *raft.Raft, p Peer
 		}
 		cctx, cancel := context.WithTimeout(ctx, peerRPCTimeout)
 		defer cancel()
-		if _, err := n.rpc.call(cctx, p.RaftAddr, opReset, req); err != nil {
+		if _, err := n.rpc.call(cctx, p.RaftAddr, p.ID, opReset, req); err != nil {
 			n.warnEvery(st, "merge_"+p.ID, "ask member of another raft group to wipe", "peer", p.ID, "err", err)
 			return
 		}
@@ -356,14 +356,14 @@ func (n *Node) admit(ctx context.Context, st *controlState, r *raft.Raft, p Peer
 
 // caughtUp reports whether a non-voter has replicated nearly all the log.
 func (n *Node) caughtUp(ctx context.Context, r *raft.Raft, p Peer) bool {
-	ps, err := n.peerStatus(ctx, p.RaftAddr)
+	ps, err := n.peerStatus(ctx, p)
 	return err == nil && ps.ID == p.ID && ps.LastIndex+promoteLag >= r.LastIndex()
 }
 
-func (n *Node) peerStatus(ctx context.Context, addr string) (peerStatus, error) {
+func (n *Node) peerStatus(ctx context.Context, p Peer) (peerStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerRPCTimeout)
 	defer cancel()
-	resp, err := n.rpc.call(ctx, addr, opStatus, nil)
+	resp, err := n.rpc.call(ctx, p.RaftAddr, p.ID, opStatus, nil)
 	if err != nil {
 		return peerStatus{}, err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/soketi-go/soketi/pkg/clusternet"
 )
 
 // Config configures a Node. main fills it from soketi's environment.
@@ -19,12 +21,10 @@ type Config struct {
 	// Dir holds the raft log, stable store and snapshots (CLUSTER_DATA_DIR).
 	// A restart with the same Dir rejoins with its own log.
 	Dir string
-	// BindAddr is the TCP address for raft and the forwarding RPC;
-	// port 0 picks a free one (see Node.Addr). Default "127.0.0.1:0".
-	BindAddr string
-	// AdvertiseAddr is what peers dial; a missing or zero port takes the
-	// bound port. Required when BindAddr has an unspecified IP.
-	AdvertiseAddr string
+	// Port is the cluster port that raft and the forwarding RPC share with
+	// the message streams (mutual TLS when the cluster has a key). Required;
+	// the caller starts and closes it.
+	Port *clusternet.Port
 	// ExpectedServers is how many alive members must be visible before the
 	// group is bootstrapped (CLUSTER_BOOTSTRAP_EXPECT). Default 1: a single
 	// node works alone.
@@ -71,8 +71,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Incarnation == 0 {
 		c.Incarnation = uint64(time.Now().UnixNano())
 	}
-	if c.BindAddr == "" {
-		c.BindAddr = "127.0.0.1:0"
+	if c.Port == nil {
+		return c, errors.New("consensus: Port is required")
 	}
 	if c.ExpectedServers <= 0 {
 		c.ExpectedServers = 1

@@ -13,7 +13,12 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/testutil"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 )
+
+// testKey is the cluster key of the test clusters: they run behind mutual
+// TLS as a keyed production cluster does.
+var testKey = []byte("consensus-test-key-32-bytes-long")
 
 // fakeMembership is a node's membership view, fed by the test.
 type fakeMembership struct {
@@ -88,6 +93,7 @@ type tnode struct {
 	dir   string
 	addr  string
 	inc   uint64
+	port  *clusternet.Port
 	n     *Node
 	m     *fakeMembership
 	stop  context.CancelFunc
@@ -106,6 +112,7 @@ type tcluster struct {
 	nodes  []*tnode
 	tweak  func(*Config)
 	expect int
+	key    []byte // nil: a plaintext cluster port
 }
 
 func newTestCluster(t *testing.T, n, expect int) *tcluster {
@@ -116,6 +123,7 @@ func newTestCluster(t *testing.T, n, expect int) *tcluster {
 		t:      t,
 		log:    slog.New(slog.NewTextHandler(testLogWriter{t, done}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		expect: expect,
+		key:    testKey,
 	}
 	for i := range n {
 		c.nodes = append(c.nodes, &tnode{id: fmt.Sprintf("node-%c", 'a'+i), dir: t.TempDir(), addr: "127.0.0.1:0", local: map[string]PresenceJoin{}})
@@ -128,7 +136,7 @@ func (c *tcluster) config(tn *tnode) Config {
 		NodeID:            tn.id,
 		Incarnation:       tn.inc,
 		Dir:               tn.dir,
-		BindAddr:          tn.addr,
+		Port:              tn.port,
 		ExpectedServers:   c.expect,
 		MasterTimeout:     time.Second,
 		ReapDelay:         2 * time.Second,
@@ -173,8 +181,10 @@ func (c *tcluster) start(i int) *tnode {
 	tn := c.nodes[i]
 	tn.inc = uint64(time.Now().UnixNano())
 	tn.m = newFakeMembership()
+	tn.port = c.listen(tn.id, tn.addr)
 	n, err := New(c.config(tn), tn.m)
 	if err != nil {
+		tn.port.Close()
 		c.t.Fatalf("start %s: %v", tn.id, err)
 	}
 	tn.n = n
@@ -190,6 +200,24 @@ func (c *tcluster) start(i int) *tnode {
 	return tn
 }
 
+// listen binds a cluster port for node id, secured when the cluster has a key.
+func (c *tcluster) listen(id, addr string) *clusternet.Port {
+	c.t.Helper()
+	var creds *clusternet.Credentials
+	if c.key != nil {
+		var err error
+		if creds, err = clusternet.DeriveCredentials(c.key, id); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	p, err := clusternet.Listen(clusternet.Config{BindAddr: addr, Credentials: creds, Logger: c.log})
+	if err != nil {
+		c.t.Fatalf("listen %s: %v", id, err)
+	}
+	p.Start()
+	return p
+}
+
 func (tn *tnode) peer() Peer { return Peer{ID: tn.id, RaftAddr: tn.n.Addr(), Incarnation: tn.inc} }
 
 // kill stops a node without a leadership transfer, like a crash.
@@ -200,6 +228,7 @@ func (c *tcluster) kill(tn *tnode) {
 	tn.n.shutdown(false)
 	tn.stop()
 	<-tn.done
+	tn.port.Close()
 	tn.n = nil
 }
 

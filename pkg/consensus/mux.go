@@ -2,262 +2,112 @@ package consensus
 
 import (
 	"errors"
-	"fmt"
-	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 )
 
-// One TCP port carries both raft and the forwarding RPC, so gossip only
-// advertises one address. The dialer writes one byte saying which (as
-// Consul does); the listener dispatches on it.
-const (
-	muxRaft byte = 'R'
-	muxRPC  byte = 'F'
-
-	handshakeTimeout = 5 * time.Second
-	// maxHandshakes bounds connections whose first byte has not arrived;
-	// beyond it new connections are closed at once.
-	maxHandshakes = 64
-	// maxRPCConns bounds served RPC connections; beyond it they are closed.
-	maxRPCConns = 256
-	// raftHandoff bounds how long an accepted raft connection waits for the
-	// raft transport to take it (e.g. while raft is being re-created).
-	raftHandoff = 5 * time.Second
-)
+// Raft and the forwarding RPC share the cluster port (clusternet) with the
+// message streams: the port does the TLS handshake and reads the kind byte,
+// so everything here arrives from a peer that proved the cluster key.
 
 var errMuxClosed = errors.New("consensus: listener closed")
 
-type mux struct {
-	ln        net.Listener
-	adv       advAddr
-	log       *slog.Logger
-	raftConns chan net.Conn
-	serveRPC  func(net.Conn)
-
-	handshakes chan struct{}
-	rpcSlots   chan struct{}
-	done       chan struct{}
-	closeOnce  sync.Once
-	wg         sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // RPC connections being served
+// rpcServer accepts the RPC connections and closes those being served at
+// shutdown, so that Shutdown never waits on a peer's idle connection.
+type rpcServer struct {
+	ln   net.Listener
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	done bool
+	conn map[net.Conn]struct{}
 }
 
-// advAddr is the advertised host:port; hostnames are allowed.
-type advAddr string
-
-func (a advAddr) Network() string { return "tcp" }
-func (a advAddr) String() string  { return string(a) }
-
-func newMux(bind, advertise string, log *slog.Logger) (*mux, error) {
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", bind, err)
-	}
-	adv, err := advertised(ln.Addr().(*net.TCPAddr), advertise)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return &mux{
-		ln:         ln,
-		adv:        adv,
-		log:        log,
-		raftConns:  make(chan net.Conn),
-		handshakes: make(chan struct{}, maxHandshakes),
-		rpcSlots:   make(chan struct{}, maxRPCConns),
-		done:       make(chan struct{}),
-		conns:      make(map[net.Conn]struct{}),
-	}, nil
-}
-
-// advertised fills the advertise address from the listener: a missing or
-// zero port takes the bound port; a missing host needs a specific bind IP.
-func advertised(bound *net.TCPAddr, advertise string) (advAddr, error) {
-	if advertise == "" {
-		if bound.IP.IsUnspecified() {
-			return "", fmt.Errorf("consensus: bound to %s: an advertise address is required", bound)
-		}
-		return advAddr(bound.String()), nil
-	}
-	host, port, err := net.SplitHostPort(advertise)
-	if err != nil {
-		host, port = advertise, "0"
-	}
-	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-		return "", fmt.Errorf("consensus: advertise address %q has no usable host", advertise)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return "", fmt.Errorf("consensus: advertise address %q: bad port", advertise)
-	} else if p == 0 {
-		port = strconv.Itoa(bound.Port)
-	}
-	return advAddr(net.JoinHostPort(host, port)), nil
-}
-
-func (m *mux) start(serveRPC func(net.Conn)) {
-	m.serveRPC = serveRPC
-	m.wg.Add(1)
-	go m.acceptLoop()
-}
-
-func (m *mux) acceptLoop() {
-	defer m.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := m.ln.Accept()
-		if err != nil {
-			select {
-			case <-m.done:
-				return
-			default:
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			m.log.Warn("accept failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-m.done:
+func (s *rpcServer) run(serve func(net.Conn)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
 				return
 			}
-			continue
+			if !s.track(c, true) {
+				c.Close()
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				serve(c)
+				s.track(c, false)
+				c.Close()
+			}()
 		}
-		backoff = 0
-		select {
-		case m.handshakes <- struct{}{}:
-			m.wg.Add(1)
-			go m.handshake(c)
-		default:
-			c.Close()
-		}
-	}
+	}()
 }
 
-func (m *mux) handshake(c net.Conn) {
-	defer m.wg.Done()
-	var b [1]byte
-	_ = c.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	_, err := c.Read(b[:])
-	<-m.handshakes
-	if err != nil {
-		c.Close()
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	switch b[0] {
-	case muxRaft:
-		t := time.NewTimer(raftHandoff)
-		defer t.Stop()
-		select {
-		case m.raftConns <- c:
-		case <-t.C:
-			c.Close()
-		case <-m.done:
-			c.Close()
-		}
-	case muxRPC:
-		select {
-		case m.rpcSlots <- struct{}{}:
-		default:
-			c.Close()
-			return
-		}
-		if !m.track(c, true) {
-			<-m.rpcSlots
-			c.Close()
-			return
-		}
-		m.serveRPC(c)
-		m.track(c, false)
-		<-m.rpcSlots
-		c.Close()
-	default:
-		c.Close()
-	}
-}
-
-// track adds or removes a served connection; it refuses to add after close.
-func (m *mux) track(c net.Conn, add bool) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *rpcServer) track(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !add {
-		delete(m.conns, c)
+		delete(s.conn, c)
 		return true
 	}
-	select {
-	case <-m.done:
+	if s.done {
 		return false
-	default:
 	}
-	m.conns[c] = struct{}{}
+	s.conn[c] = struct{}{}
 	return true
 }
 
-func (m *mux) close() {
-	m.closeOnce.Do(func() {
-		m.mu.Lock()
-		close(m.done)
-		for c := range m.conns {
-			c.Close()
-		}
-		m.mu.Unlock()
-		m.ln.Close()
-	})
-	m.wg.Wait()
+func (s *rpcServer) close() {
+	s.mu.Lock()
+	s.done = true
+	for c := range s.conn {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+	s.wg.Wait()
 }
 
-// stream returns a raft.StreamLayer over the mux. Closing it (raft does
-// on shutdown) stops its Accept but keeps the listener, so a new raft
-// instance can be created on the same port.
-func (m *mux) stream() *streamLayer {
-	return &streamLayer{m: m, done: make(chan struct{})}
+// raftLayer is raft's StreamLayer over the cluster port. Closing it (raft
+// does on shutdown) stops its Accept but keeps the port, so a new raft
+// instance can be created on the same address after a wipe.
+type raftLayer struct {
+	port *clusternet.Port
+	ln   net.Listener
+	// peerID maps a raft address to the server id expected there, so a
+	// dial checks the certificate of the node raft means to reach.
+	peerID func(addr string) string
+	once   sync.Once
 }
 
-type streamLayer struct {
-	m    *mux
-	done chan struct{}
-	once sync.Once
+var _ raft.StreamLayer = (*raftLayer)(nil)
+
+func newRaftLayer(port *clusternet.Port, peerID func(string) string) *raftLayer {
+	return &raftLayer{port: port, ln: port.Listener(clusternet.KindRaft), peerID: peerID}
 }
 
-var _ raft.StreamLayer = (*streamLayer)(nil)
-
-func (s *streamLayer) Accept() (net.Conn, error) {
-	select {
-	case c := <-s.m.raftConns:
-		return c, nil
-	case <-s.done:
-		return nil, errMuxClosed
-	case <-s.m.done:
+func (l *raftLayer) Accept() (net.Conn, error) {
+	c, err := l.ln.Accept()
+	if err != nil {
 		return nil, errMuxClosed
 	}
+	return c, nil
 }
 
-func (s *streamLayer) Close() error {
-	s.once.Do(func() { close(s.done) })
+func (l *raftLayer) Close() error {
+	l.once.Do(func() { l.ln.Close() })
 	return nil
 }
 
-func (s *streamLayer) Addr() net.Addr { return s.m.adv }
+func (l *raftLayer) Addr() net.Addr { return l.ln.Addr() }
 
-func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialMux(string(addr), muxRaft, timeout)
-}
-
-func dialMux(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{kind}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Time{})
-	return c, nil
+func (l *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.port.DialTimeout(string(addr), clusternet.KindRaft, l.peerID(string(addr)), timeout)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/soketi-go/soketi/pkg/clusternet"
 	"go.etcd.io/bbolt"
 )
 
@@ -41,7 +42,8 @@ type Node struct {
 	timing  Timing
 	fsm     *FSM
 	members Membership
-	mux     *mux
+	port    *clusternet.Port
+	rpcSrv  *rpcServer
 	rpc     *rpcClient
 
 	mu    sync.RWMutex
@@ -59,9 +61,10 @@ type Node struct {
 	shutOnce sync.Once
 }
 
-// New opens the stores in cfg.Dir, binds the raft/RPC port and starts raft
-// (rejoining with the stored log if there is one). Bootstrap, registration
-// and membership reconcile start with Run.
+// New opens the stores in cfg.Dir and starts raft on cfg.Port (rejoining
+// with the stored log if there is one). Bootstrap, registration and
+// membership reconcile start with Run. The port stays the caller's: it is
+// not closed at Shutdown.
 func New(cfg Config, members Membership) (*Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -74,10 +77,6 @@ func New(cfg Config, members Membership) (*Node, error) {
 		return nil, fmt.Errorf("consensus: data dir: %w", err)
 	}
 	log := cfg.Logger.With("component", "consensus", "node_id", cfg.NodeID)
-	m, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:          cfg,
@@ -85,8 +84,9 @@ func New(cfg Config, members Membership) (*Node, error) {
 		timing:       DeriveTiming(cfg.MasterTimeout),
 		fsm:          NewFSM(cfg.Limits),
 		members:      members,
-		mux:          m,
-		rpc:          newRPCClient(),
+		port:         cfg.Port,
+		rpcSrv:       &rpcServer{ln: cfg.Port.Listener(clusternet.KindRPC), conn: make(map[net.Conn]struct{})},
+		rpc:          newRPCClient(cfg.Port),
 		registerPoke: make(chan struct{}, 1),
 		resetReq:     make(chan resetRequest, 1),
 		ctx:          ctx,
@@ -95,11 +95,12 @@ func New(cfg Config, members Membership) (*Node, error) {
 	n.fsm.SetObserver(n.observe)
 	if err := n.openRaft(); err != nil {
 		cancel()
-		m.close()
+		n.rpcSrv.close()
 		return nil, err
 	}
-	m.start(func(c net.Conn) { serveRPCConn(c, n) })
-	log.Info("raft started", "addr", string(m.adv), "heartbeat", n.timing.Heartbeat, "expected_servers", cfg.ExpectedServers)
+	n.rpcSrv.run(func(c net.Conn) { serveRPCConn(c, n) })
+	log.Info("raft started", "addr", n.Addr(), "secured", cfg.Port.Secured(), "heartbeat", n.timing.Heartbeat,
+		"expected_servers", cfg.ExpectedServers)
 	return n, nil
 }
 
@@ -157,7 +158,7 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("consensus: log cache: %w", err)
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.mux.stream(),
+		Stream:  newRaftLayer(n.port, n.serverAt),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hl,
@@ -254,7 +255,7 @@ func (n *Node) shutdown(transfer bool) {
 		n.wg.Wait()
 		n.closeRaft()
 		n.rpc.close()
-		n.mux.close()
+		n.rpcSrv.close()
 		n.log.Info("raft stopped")
 	})
 }
@@ -277,8 +278,28 @@ func (n *Node) configuration() ([]raft.Server, error) {
 	return f.Configuration().Servers, nil
 }
 
-// Addr is the advertised raft/RPC address (the actual port when bound to 0).
-func (n *Node) Addr() string { return string(n.mux.adv) }
+// Addr is the advertised cluster port address (the actual port when bound to 0).
+func (n *Node) Addr() string { return n.port.Addr() }
+
+// serverAt is the id of the server raft knows at addr, "" if none: raft
+// dials by address, and the port checks that the certificate there is
+// that server's.
+func (n *Node) serverAt(addr string) string {
+	r := n.raft()
+	if r == nil {
+		return ""
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return ""
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.Address) == addr {
+			return string(s.ID)
+		}
+	}
+	return ""
+}
 
 // ID is this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
@@ -374,7 +395,7 @@ func (n *Node) commit(ctx context.Context, data []byte) (Result, error) {
 			res, err, retry = n.applyLocal(ctx, r, data)
 		case addr != "" && id != n.cfg.NodeID:
 			n.stats.forwards.Add(1)
-			res, err, retry = n.forward(ctx, addr, data)
+			res, err, retry = n.forward(ctx, addr, id, data)
 		default:
 			err, retry = ErrNoLeader, true
 		}
@@ -443,21 +464,21 @@ func (n *Node) applyLocal(ctx context.Context, r *raft.Raft, data []byte) (res R
 	return res, nil, false
 }
 
-// forward sends the command to the leader at addr.
-func (n *Node) forward(ctx context.Context, addr string, data []byte) (Result, error, bool) {
+// forward sends the command to the leader id at addr.
+func (n *Node) forward(ctx context.Context, addr, id string, data []byte) (Result, error, bool) {
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
 	payload := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(data)), uint32(max(timeout.Milliseconds(), 1)))
 	payload = append(payload, data...)
-	resp, err := n.rpc.call(ctx, addr, opApply, payload)
+	resp, err := n.rpc.call(ctx, addr, id, opApply, payload)
 	var re *remoteError
 	switch {
 	case err == nil:
 	case errors.Is(err, errDial):
 		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), true
-	case errors.As(err, &re) && re.code == codeNotLeader:
+	case errors.As(err, &re) && (re.code == codeNotLeader || re.code == codeRefused):
 		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), true
 	case errors.As(err, &re) && re.code == codeFailed:
 		return Result{}, fmt.Errorf("forward to %s: %w", addr, err), false
@@ -471,9 +492,15 @@ func (n *Node) forward(ctx context.Context, addr string, data []byte) (Result, e
 	return res, nil, false
 }
 
-// serveApply handles a forwarded command.
-func (n *Node) serveApply(data []byte, timeout time.Duration) (byte, []byte) {
+// serveApply handles a forwarded command. On a secured port only a node
+// that is a current member may commit: holding the key is not enough for
+// a process that gossip does not know (or has declared dead).
+func (n *Node) serveApply(from string, data []byte, timeout time.Duration) (byte, []byte) {
 	n.stats.forwardsServed.Add(1)
+	if n.port.Secured() && !n.isMember(from) {
+		n.stats.refused.Add(1)
+		return codeRefused, []byte(fmt.Sprintf("consensus: %q is not a member", from))
+	}
 	r := n.raft()
 	if r == nil || r.State() != raft.Leader {
 		return codeNotLeader, []byte(ErrNotLeader.Error())
@@ -522,10 +549,37 @@ func serverIDs(servers []raft.Server) []string {
 	return ids
 }
 
-// serveReset accepts a wipe request only if the requester's group wins the
-// merge rule against this node's own group, so a confused or stale leader
-// cannot wipe a winning group.
-func (n *Node) serveReset(req resetRequest) error {
+// isMember reports whether id is an alive gossip member other than this node.
+func (n *Node) isMember(id string) bool {
+	if id == "" || id == n.cfg.NodeID {
+		return false
+	}
+	for _, p := range n.members.Alive() {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// serveReset accepts a wipe request only from a current member that leads
+// a group that wins the merge rule against this node's own group, so that
+// neither a confused or stale leader nor an outsider can wipe a winning
+// group. On a secured port the requester is the node its certificate
+// proves, not the one the request names.
+func (n *Node) serveReset(from string, req resetRequest) error {
+	if err := req.validate(); err != nil {
+		n.stats.refused.Add(1)
+		return err
+	}
+	if n.port.Secured() && from != req.From {
+		n.stats.refused.Add(1)
+		return fmt.Errorf("consensus: reset from %q names %q", from, req.From)
+	}
+	if !n.isMember(req.From) {
+		n.stats.refused.Add(1)
+		return fmt.Errorf("consensus: reset from %q, which is not a member", req.From)
+	}
 	servers, err := n.configuration()
 	if err != nil {
 		return err

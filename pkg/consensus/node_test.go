@@ -3,7 +3,6 @@ package consensus
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -44,30 +43,6 @@ func TestGroupWins(t *testing.T) {
 	} {
 		if got := groupWins(tt.a, tt.b); got != tt.want {
 			t.Errorf("groupWins(%v, %v) = %v", tt.a, tt.b, got)
-		}
-	}
-}
-
-func TestAdvertised(t *testing.T) {
-	bound := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 7100}
-	wild := &net.TCPAddr{IP: net.IPv4zero, Port: 7100}
-	for _, tt := range []struct {
-		bound *net.TCPAddr
-		adv   string
-		want  string
-		err   bool
-	}{
-		{bound, "", "127.0.0.1:7100", false},
-		{wild, "", "", true},
-		{wild, "10.0.0.5", "10.0.0.5:7100", false},
-		{wild, "10.0.0.5:0", "10.0.0.5:7100", false},
-		{wild, "node-1.soketi:7000", "node-1.soketi:7000", false},
-		{wild, "0.0.0.0:7000", "", true},
-		{wild, "10.0.0.5:x", "", true},
-	} {
-		got, err := advertised(tt.bound, tt.adv)
-		if (err != nil) != tt.err || string(got) != tt.want {
-			t.Errorf("advertised(%s, %q) = %q, %v", tt.bound, tt.adv, got, err)
 		}
 	}
 }

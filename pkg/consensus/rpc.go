@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/soketi-go/soketi/pkg/clusternet"
 )
 
-// Internal RPC, on the raft port after the muxRPC byte. Sequential
+// Internal RPC, on the cluster port (clusternet.KindRPC). Sequential
 // request/response frames on a connection:
 //
 //	request:  len u32 | op u8 | payload      (len counts op + payload)
@@ -31,6 +34,7 @@ const (
 	codeNotLeader byte = 1 // not applied: ask the current leader
 	codeUnknown   byte = 2 // may or may not have been applied
 	codeFailed    byte = 3 // not applied
+	codeRefused   byte = 4 // not applied: the caller is not a member (yet)
 
 	maxRequest  = MaxCommandSize + 64
 	maxResponse = 64 << 20 // a join result carries the member list
@@ -73,6 +77,33 @@ type resetRequest struct {
 	Servers []string `json:"servers"` // the winning group's configuration, sorted
 }
 
+// validate rejects a request that could not come from a real group: the
+// merge rule compares sorted server ids, so an empty or unsorted list, or
+// one without its sender, would let a forged request win.
+func (r resetRequest) validate() error {
+	if err := checkName("reset sender", r.From); err != nil {
+		return err
+	}
+	if len(r.Servers) == 0 || len(r.Servers) > maxResetServers {
+		return fmt.Errorf("consensus: reset names %d servers", len(r.Servers))
+	}
+	for i, s := range r.Servers {
+		if err := checkName("reset server", s); err != nil {
+			return err
+		}
+		if i > 0 && r.Servers[i-1] >= s {
+			return errors.New("consensus: reset servers are not sorted and unique")
+		}
+	}
+	if !slices.Contains(r.Servers, r.From) {
+		return fmt.Errorf("consensus: reset sender %q is not in its own group", r.From)
+	}
+	return nil
+}
+
+// maxResetServers bounds a reset request's configuration.
+const maxResetServers = 64
+
 func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
 	var hdr [5]byte
 	binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(payload)))
@@ -102,14 +133,16 @@ func readFrame(r *bufio.Reader, limit int) (byte, []byte, error) {
 	return hdr[4], payload, nil
 }
 
-// rpcHandler is implemented by Node.
+// rpcHandler is implemented by Node. from is the caller: the node id its
+// certificate proves, "" on a port without credentials.
 type rpcHandler interface {
-	serveApply(data []byte, timeout time.Duration) (byte, []byte)
+	serveApply(from string, data []byte, timeout time.Duration) (byte, []byte)
 	serveStatus() peerStatus
-	serveReset(req resetRequest) error
+	serveReset(from string, req resetRequest) error
 }
 
 func serveRPCConn(c net.Conn, h rpcHandler) {
+	from := clusternet.PeerID(c)
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(rpcIdleTimeout))
@@ -126,7 +159,7 @@ func serveRPCConn(c net.Conn, h rpcHandler) {
 				break
 			}
 			timeout := time.Duration(binary.BigEndian.Uint32(payload[:4])) * time.Millisecond
-			code, resp = h.serveApply(payload[4:], timeout)
+			code, resp = h.serveApply(from, payload[4:], timeout)
 		case opStatus:
 			if b, err := json.Marshal(h.serveStatus()); err != nil {
 				resp = []byte(err.Error())
@@ -137,7 +170,7 @@ func serveRPCConn(c net.Conn, h rpcHandler) {
 			var req resetRequest
 			if err := json.Unmarshal(payload, &req); err != nil {
 				resp = []byte(err.Error())
-			} else if err := h.serveReset(req); err != nil {
+			} else if err := h.serveReset(from, req); err != nil {
 				resp = []byte(err.Error())
 			} else {
 				code, resp = codeOK, nil
@@ -165,12 +198,15 @@ type peerPool struct {
 // rpcClient keeps a few idle connections per peer and bounds the active
 // ones; a caller waiting for a slot gives up at its context deadline.
 type rpcClient struct {
+	port   *clusternet.Port
 	mu     sync.Mutex
 	peers  map[string]*peerPool
 	closed bool
 }
 
-func newRPCClient() *rpcClient { return &rpcClient{peers: make(map[string]*peerPool)} }
+func newRPCClient(port *clusternet.Port) *rpcClient {
+	return &rpcClient{port: port, peers: make(map[string]*peerPool)}
+}
 
 func (rc *rpcClient) pool(addr string) (*peerPool, error) {
 	rc.mu.Lock()
@@ -223,10 +259,11 @@ func (rc *rpcClient) put(p *peerPool, pc *pooledConn) {
 	p.idle = append(p.idle, pc)
 }
 
-// call sends one request. An error wrapping errDial means the request was
-// never sent; any other error leaves the outcome unknown.
-func (rc *rpcClient) call(ctx context.Context, addr string, op byte, payload []byte) ([]byte, error) {
-	p, err := rc.pool(addr)
+// call sends one request to node peerID at addr (peerID "" skips the
+// identity check, leaving the CA check). An error wrapping errDial means
+// the request was never sent; any other error leaves the outcome unknown.
+func (rc *rpcClient) call(ctx context.Context, addr, peerID string, op byte, payload []byte) ([]byte, error) {
+	p, err := rc.pool(addr + "|" + peerID)
 	if err != nil {
 		return nil, err
 	}
@@ -239,11 +276,9 @@ func (rc *rpcClient) call(ctx context.Context, addr string, op byte, payload []b
 
 	pc := rc.get(p)
 	if pc == nil {
-		timeout := rpcDialTimeout
-		if dl, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, time.Until(dl))
-		}
-		c, err := dialMux(addr, muxRPC, timeout)
+		dctx, cancel := context.WithTimeout(ctx, rpcDialTimeout)
+		c, err := rc.port.Dial(dctx, addr, clusternet.KindRPC, peerID)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errDial, err)
 		}

@@ -88,11 +88,12 @@ type Stats struct {
 	NoLeader       uint64 `json:"no_leader"`       // ... because no leader was known
 	Timeouts       uint64 `json:"timeouts"`        // ... or the wait ran out
 	Bootstraps     uint64 `json:"bootstraps"`
-	Resets         uint64 `json:"resets"` // wipes after losing a merge
+	Resets         uint64 `json:"resets"`  // wipes after losing a merge
+	Refused        uint64 `json:"refused"` // RPCs refused: not from a member, or a malformed reset
 }
 
 type counters struct {
-	applies, forwards, forwardsServed, errors, noLeader, timeouts, bootstraps, resets atomic.Uint64
+	applies, forwards, forwardsServed, errors, noLeader, timeouts, bootstraps, resets, refused atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -101,6 +102,6 @@ func (n *Node) Stats() Stats {
 	return Stats{
 		Applies: c.applies.Load(), Forwards: c.forwards.Load(), ForwardsServed: c.forwardsServed.Load(),
 		Errors: c.errors.Load(), NoLeader: c.noLeader.Load(), Timeouts: c.timeouts.Load(),
-		Bootstraps: c.bootstraps.Load(), Resets: c.resets.Load(),
+		Bootstraps: c.bootstraps.Load(), Resets: c.resets.Load(), Refused: c.refused.Load(),
 	}
 }

@@ -11,6 +11,7 @@
 package netnstest
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/soketi-go/soketi/internal/netns"
 	"github.com/soketi-go/soketi/internal/testutil"
+	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
 )
 
@@ -37,6 +39,7 @@ func skipIfNotWired(t *testing.T, n *node) {
 func clusterEnv(prefix string, i int, extra ...string) []string {
 	return append([]string{
 		"ADAPTER_DRIVER=cluster",
+		clusterKey,
 		"CLUSTER_PREFIX=" + prefix,
 		fmt.Sprintf("CLUSTER_NODE_ID=node-%d", i),
 		fmt.Sprintf("CLUSTER_NODE_TIMEOUT=%d", nodeTimeout.Milliseconds()),
@@ -147,12 +150,28 @@ func TestCluster_PrefixesStayApart(t *testing.T) {
 		if i >= 2 {
 			prefix = "blue-" + nw.ID
 		}
-		nodes[i] = startNode(t, h, clusterEnv(prefix, i))
+		// Without a key, as ADAPTER_DRIVER=cluster alone runs: the cluster
+		// forms as before and says on its public port that it is open.
+		nodes[i] = startNode(t, h, clusterEnv(prefix, i, "CLUSTER_KEY="))
 		if i == 0 {
 			skipIfNotWired(t, nodes[0])
 		}
 	}
 	red, blue := nodes[:2], nodes[2:]
+	defer func() {
+		resp, err := httpClient.Get("http://" + nodes[0].host.Addr.String() + ":6001/cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v cluster.View
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.Secured || len(v.Members) != 2 {
+			t.Errorf("public GET /cluster of an open cluster: secured %v, %d members, %v", v.Secured, len(v.Members), err)
+		}
+		if !strings.Contains(nodes[0].out.String(), "CLUSTER_KEY is not set") {
+			t.Error("an open cluster did not warn that it is open")
+		}
+	}()
 	testutil.WaitFor(t, 30*time.Second, "both pairs to form", func() bool {
 		return red[0].seesExactly(red...) && red[1].seesExactly(red...) &&
 			blue[0].seesExactly(blue...) && blue[1].seesExactly(blue...)

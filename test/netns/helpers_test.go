@@ -127,10 +127,17 @@ func (n *node) running() bool {
 
 var httpClient = &http.Client{Timeout: time.Second}
 
-// view fetches GET /cluster from the node: gossip's view, raft and streams.
+// clusterKey is the CLUSTER_KEY of the test clusters: like a production
+// cluster they run with gossip encrypted, beacons authenticated and the
+// cluster port behind mutual TLS. A test that wants the open cluster of
+// ADAPTER_DRIVER=cluster alone passes "CLUSTER_KEY=".
+const clusterKey = "CLUSTER_KEY=c29rZXRpLW5ldG5zLXRlc3QtY2x1c3Rlci1rZXktMzI="
+
+// view fetches GET /cluster from the node's metrics port, where the whole
+// view is (the public port shows a secured cluster's summary only).
 func (n *node) view() (cluster.View, error) {
 	var v cluster.View
-	resp, err := httpClient.Get("http://" + n.host.Addr.String() + ":6001/cluster")
+	resp, err := httpClient.Get("http://" + n.host.Addr.String() + ":9601/cluster")
 	if err != nil {
 		return v, err
 	}

@@ -48,14 +48,21 @@ type raftCluster struct {
 
 func newRaftCluster(t *testing.T, extraEnv ...string) *raftCluster {
 	t.Helper()
-	nw := netns.New(t, 3)
+	return newRaftClusterOn(t, netns.New(t, 3), extraEnv...)
+}
+
+// newRaftClusterOn runs the cluster on the first three hosts of nw; any
+// further hosts are left to the test (outsiders on the same LAN).
+func newRaftClusterOn(t *testing.T, nw *netns.Network, extraEnv ...string) *raftCluster {
+	t.Helper()
 	var addrs []string
-	for _, h := range nw.Hosts {
+	for _, h := range nw.Hosts[:3] {
 		addrs = append(addrs, `"`+h.Addr.String()+`"`)
 	}
-	c := &raftCluster{t: t, nw: nw, nodes: make([]*node, len(nw.Hosts))}
+	c := &raftCluster{t: t, nw: nw, nodes: make([]*node, 3)}
 	c.env = append([]string{
 		"ADAPTER_DRIVER=cluster",
+		clusterKey,
 		"CLUSTER_PREFIX=raft-" + nw.ID,
 		"CLUSTER_UNICAST_ADDRESSES=[" + strings.Join(addrs, ",") + "]",
 		"CLUSTER_EXPECTED_SERVERS=3",
@@ -68,7 +75,7 @@ func newRaftCluster(t *testing.T, extraEnv ...string) *raftCluster {
 		fmt.Sprintf("CLUSTER_REAP_DELAY=%d", reapDelay.Milliseconds()),
 		"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES=true",
 	}, extraEnv...) // for a repeated name, os/exec passes the last value
-	for i := range nw.Hosts {
+	for i := range c.nodes {
 		c.dirs = append(c.dirs, t.TempDir())
 		c.start(i)
 	}
