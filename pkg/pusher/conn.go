@@ -45,7 +45,7 @@ func newConn(srv *Server, app *App, t Transport) *Conn {
 		transport: t,
 		onError:   func(error) { _ = t.Close() },
 	}
-	c.touch()
+	c.Touch()
 	return c
 }
 
@@ -78,7 +78,9 @@ func (c *Conn) closeSilently(e *Error) {
 	c.out.pushClose(nil, CloseFrame(e.Code, e.Message), false)
 }
 
-func (c *Conn) touch() {
+// Touch records that the client is alive; the transport calls it for ping
+// and pong frames, which never reach HandleFrame.
+func (c *Conn) Touch() {
 	c.lastSeen.Store(time.Now().UnixNano())
 	c.pinged.Store(false)
 }

@@ -6,7 +6,6 @@ import "encoding/binary"
 const (
 	opText  = 0x1
 	opClose = 0x8
-	opPing  = 0x9
 	opPong  = 0xA
 )
 
@@ -16,6 +15,9 @@ type Frame []byte
 
 // TextFrame frames payload as a single final text frame.
 func TextFrame(payload []byte) Frame { return buildFrame(opText, payload) }
+
+// PongFrame answers a client's ping with its payload (at most 125 bytes).
+func PongFrame(payload []byte) Frame { return buildFrame(opPong, payload) }
 
 // CloseFrame builds a close frame with a status code and reason (truncated to fit 125 bytes).
 func CloseFrame(code int, reason string) Frame {

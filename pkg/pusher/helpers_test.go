@@ -40,6 +40,7 @@ func newTestServer(t *testing.T, opts Options, apps ...*App) *testServer {
 		t.Fatal(err)
 	}
 	opts.Apps = sa
+	opts.WebSocket = gorillaWS{}
 	s := New(opts)
 	h := httptest.NewServer(s.Router())
 	t.Cleanup(func() {

@@ -19,6 +19,9 @@ type Options struct {
 	Metrics  Metrics
 	Limiter  RateLimiter
 	Logger   *slog.Logger
+	// WebSocket serves /app/{key}; main sets wstransport's. Without it the
+	// endpoint answers 501.
+	WebSocket WebSocketHandler
 
 	UserAuthenticationTimeout time.Duration // 30 s
 	// ActivityTimeout is how long a client may stay silent before the server
@@ -144,6 +147,12 @@ func (s *Server) Announce(ctx context.Context, appID string, t Transition) {
 		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: t.Channel, ID: eventID(t.ID, "channel_vacated")})
 	}
 }
+
+// Metrics returns the metrics sink, for the transport's rejections.
+func (s *Server) Metrics() Metrics { return s.opts.Metrics }
+
+// Logger returns the logger the server was configured with.
+func (s *Server) Logger() *slog.Logger { return s.opts.Logger }
 
 // Adapter returns the adapter the server delivers through.
 func (s *Server) Adapter() Adapter { return s.opts.Adapter }
@@ -318,9 +327,10 @@ func (s *Server) Closed(c *Conn) {
 	s.connsMu.Unlock()
 }
 
-// HandleFrame processes one text or binary message from the client.
+// HandleFrame processes one text or binary message from the client. raw is
+// not retained after it returns, so a transport may pass its read buffer.
 func (s *Server) HandleFrame(c *Conn, raw []byte) {
-	c.touch()
+	c.Touch()
 	s.opts.Metrics.FrameReceived(c.App.ID, len(raw))
 	var m inbound
 	if err := json.Unmarshal(raw, &m); err != nil {

@@ -375,16 +375,6 @@ func TestMalformedFramesAreIgnored(t *testing.T) {
 	c.Expect("pusher:pong")
 }
 
-func TestOversizedFrameClosesConnection(t *testing.T) {
-	app := testApp(func(a *App) { a.MaxEventPayloadInKB = 1 })
-	ts := newTestServer(t, Options{}, app)
-	c := ts.connect(t, app.Key)
-	big := `{"event":"client-x","channel":"private-a","data":"` + strings.Repeat("a", 200<<10) + `"}`
-	_ = c.WS.WriteMessage(1, []byte(big))
-	c.ExpectClose(1009)
-	testutil.WaitFor(t, 2*time.Second, "connection cleaned", func() bool { return ts.ConnectionCount() == 0 })
-}
-
 func TestActivity_PingThenClose4201(t *testing.T) {
 	ts := newTestServer(t, Options{ActivityTimeout: 100 * time.Millisecond, PongTimeout: 100 * time.Millisecond})
 	c := ts.connect(t, "app-key")

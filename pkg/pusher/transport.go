@@ -2,13 +2,30 @@ package pusher
 
 import (
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
 
+// WebSocketHandler upgrades a request for the WebSocket endpoint and serves
+// it on s through Open, HandleFrame and Closed. It lives in pkg/wstransport,
+// which imports this package; main puts it in Options.WebSocket.
+type WebSocketHandler interface {
+	ServeWS(s *Server, w http.ResponseWriter, r *http.Request, appKey string)
+}
+
+// ServeWS hands a request for /app/{key} to Options.WebSocket.
+func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request, appKey string) {
+	if s.opts.WebSocket == nil {
+		http.Error(w, "no WebSocket transport configured", http.StatusNotImplemented)
+		return
+	}
+	s.opts.WebSocket.ServeWS(s, w, r, appKey)
+}
+
 // Transport is the byte pipe under a connection. The protocol code hands it
-// complete frames and never sees the WebSocket library, so an event-loop
-// transport can replace the gorilla one without touching the protocol.
+// complete frames and never sees the WebSocket framing of client input, so
+// another transport can replace pkg/wstransport without touching the protocol.
 type Transport interface {
 	// WriteBuffers writes the frames in order, in as few system calls as the
 	// transport allows. It is called by one goroutine at a time.
@@ -17,7 +34,8 @@ type Transport interface {
 	// transport waits briefly for the peer's close reply, then closes.
 	CloseAfterFlush()
 	// TryWrite writes b without blocking and returns how much was written;
-	// a transport that cannot write without blocking returns 0, nil.
+	// a transport that cannot write without blocking returns 0, nil. The
+	// outbox makes at most one TryWrite or WriteBuffers call at a time.
 	TryWrite(b []byte) (int, error)
 	// Close drops the connection at once.
 	Close() error
@@ -156,10 +174,6 @@ func (o *outbox) flush() {
 	}
 }
 
-// writeTimeout bounds one write to a client; a client that cannot take its
-// frames within it is disconnected rather than allowed to hold memory.
-const writeTimeout = 10 * time.Second
-
 // waitFlushed waits up to d for queued frames (such as a close reply) to leave.
 func (o *outbox) waitFlushed(d time.Duration) {
 	deadline := time.Now().Add(d)
@@ -184,3 +198,21 @@ func (o *outbox) failLocked(err error) {
 	o.mu.Unlock()
 	o.onError(err)
 }
+
+// What a transport needs of a Conn beyond Send: closing on the transport's
+// own grounds (the client's close frame, broken framing, a panic).
+
+// Close queues a close frame with code after the frames already queued: the
+// reply to the client's own close frame.
+func (c *Conn) Close(code int) {
+	c.out.pushClose(nil, CloseFrame(code, ""), false)
+}
+
+// Abort drops the queued frames and closes with code and reason: for a client
+// that broke the framing rules, or a failure while serving it.
+func (c *Conn) Abort(code int, reason string) {
+	c.out.pushClose(nil, CloseFrame(code, reason), true)
+}
+
+// WaitFlushed waits up to d for the queued frames, such as a close, to leave.
+func (c *Conn) WaitFlushed(d time.Duration) { c.out.waitFlushed(d) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
+	"github.com/soketi-go/soketi/pkg/wstransport"
 )
 
 // TestSender_ThroughPusherServer drives a real pusher.Server over WebSocket:
@@ -33,7 +34,7 @@ func TestSender_ThroughPusherServer(t *testing.T) {
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sender := newSender(t, Config{})
-	srv := pusher.New(pusher.Options{Apps: apps, Webhooks: sender, Logger: quiet})
+	srv := pusher.New(pusher.Options{Apps: apps, Webhooks: sender, Logger: quiet, WebSocket: wstransport.New()})
 	defer srv.Close()
 	hs := httptest.NewServer(srv.Router())
 	defer hs.Close()
