@@ -6,8 +6,6 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -182,118 +180,6 @@ func (a *Adapter) RemoveSocket(c *pusher.Conn) { a.local.RemoveSocket(c) }
 // SignIn records a local user; user messages are sent to every node.
 func (a *Adapter) SignIn(c *pusher.Conn, userID string) { a.local.SignIn(c, userID) }
 
-// ErrReplicaUnavailable means presence could not be changed because this node
-// cannot reach a quorum; it keeps serving what it has.
-var ErrReplicaUnavailable = errors.New("cluster: replicated state unavailable")
-
-// Subscribe joins c locally and, on this node's first subscriber or first
-// socket of a user, records the transition in the replicated state. The
-// cluster-wide transitions are decided when that write commits.
-func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string, m *pusher.Member) (pusher.JoinResult, error) {
-	app := c.App
-	fsm := a.replica.FSM()
-	if m != nil {
-		limit := app.MaxPresenceMembersPerChannel
-		if limit >= 0 && !fsm.IsMember(app.ID, channel, m.UserID) && fsm.MemberCount(app.ID, channel)+1 > limit {
-			return pusher.JoinResult{}, pusher.ErrMemberLimit
-		}
-	}
-	res, err := a.local.Subscribe(ctx, c, channel, m)
-	if err != nil {
-		return res, err
-	}
-	out := pusher.JoinResult{}
-	if m != nil {
-		if res.MemberAdded {
-			r, err := a.apply(ctx, consensus.PresenceJoin{App: app.ID, Channel: channel, UserID: m.UserID,
-				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
-			if err != nil {
-				// Undo the local join: the client is told the subscription
-				// failed. The write may still have committed (a timeout), so
-				// the member is resynced from the local state later.
-				// Occupancy was not proposed yet, so nothing else changed.
-				_, _ = a.local.Unsubscribe(ctx, c, channel)
-				a.retry.member(app.ID, channel, *m)
-				return pusher.JoinResult{}, fmt.Errorf("%w: %w", ErrReplicaUnavailable, err)
-			}
-			out.MemberAdded = r.MemberAdded
-			out.Announced = true
-			// Apply returned after this replica applied the join.
-			out.Members = toMembers(fsm.Members(app.ID, channel))
-			out.ID = r.WebhookID()
-		} else {
-			out.Members = toMembers(fsm.Members(app.ID, channel))
-		}
-	}
-	if res.Occupied {
-		if !a.hasLeader() {
-			// Without a master the subscriber is not kept waiting: the
-			// occupancy is recorded once one is elected.
-			a.retry.occupancy(app.ID, channel)
-			return out, nil
-		}
-		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
-			Incarnation: a.cfg.Incarnation, Occupied: true})
-		if err != nil {
-			a.retry.occupancy(app.ID, channel)
-		} else {
-			out.Occupied = r.ChannelOccupied
-			out.ID = joinIDs(out.ID, r.WebhookID())
-		}
-	}
-	return out, nil
-}
-
-// Unsubscribe leaves locally and records this node's last-socket transitions.
-// A write that cannot be made now is retried in the background from the
-// local state, so the replicated state converges to it.
-func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel string) (pusher.LeaveResult, error) {
-	res, err := a.local.Unsubscribe(ctx, c, channel)
-	if err != nil || !res.WasSubscribed {
-		return res, err
-	}
-	app := c.App
-	out := pusher.LeaveResult{WasSubscribed: true}
-	if m := res.RemovedMember; m != nil && !a.hasLeader() {
-		a.retry.member(app.ID, channel, *m)
-	} else if m != nil {
-		r, err := a.apply(ctx, consensus.PresenceLeave{App: app.ID, Channel: channel, UserID: m.UserID,
-			Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
-		switch {
-		case err != nil:
-			a.retry.member(app.ID, channel, *m)
-		case r.MemberRemoved:
-			out.RemovedMember = m
-			out.Announced = true
-			out.ID = r.WebhookID()
-		}
-	}
-	if res.Vacated && !a.hasLeader() {
-		a.retry.occupancy(app.ID, channel)
-	} else if res.Vacated {
-		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
-			Incarnation: a.cfg.Incarnation, Occupied: false})
-		if err != nil {
-			a.retry.occupancy(app.ID, channel)
-		} else {
-			out.Vacated = r.ChannelVacated
-			out.ID = joinIDs(out.ID, r.WebhookID())
-		}
-	}
-	return out, nil
-}
-
-func (a *Adapter) hasLeader() bool {
-	id, _ := a.replica.Leader()
-	return id != ""
-}
-
-func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ApplyTimeout)
-	defer cancel()
-	return a.replica.Apply(ctx, cmd)
-}
-
 // Publish delivers locally and sends the frame to every other alive node,
 // which delivers it to its own subscribers, if any.
 //
@@ -399,19 +285,6 @@ func (a *Adapter) Channel(ctx context.Context, appID, channel string) (pusher.Ch
 	return ci, nil
 }
 
-// Members lists a presence channel's members from the replicated state.
-func (a *Adapter) Members(_ context.Context, appID, channel string) ([]pusher.Member, error) {
-	return toMembers(a.replica.FSM().Members(appID, channel)), nil
-}
-
-func toMembers(ms []consensus.Member) []pusher.Member {
-	out := make([]pusher.Member, len(ms))
-	for i, m := range ms {
-		out[i] = pusher.Member(m)
-	}
-	return out
-}
-
 // Deliver handles a message from another node; it runs on the stream's
 // reader and never blocks.
 func (a *Adapter) Deliver(from string, m stream.Message) {
@@ -489,83 +362,6 @@ func (a *Adapter) sendCounts(ctx context.Context) {
 		return
 	}
 	_ = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindControl, Payload: b}, peers)
-}
-
-// OnApply runs on every node for every committed command, in log order.
-// Every node tells its own subscribers of each member change as it commits,
-// so clients everywhere see the replicated list's changes in one order, and
-// a node that was cut off replays what it missed as it catches up. A node
-// purge (a dead or restarted node) also empties channels: the leader, which
-// proposed it, sends those webhooks; the proposer of a join or leave sends its own.
-func (a *Adapter) OnApply(r consensus.Result) {
-	if r.Status != consensus.StatusApplied {
-		return
-	}
-	if r.Member != nil && r.App != "" {
-		m := pusher.Member(*r.Member)
-		switch {
-		case r.Type == consensus.CmdPresenceJoin && r.MemberAdded:
-			a.local.PublishExceptUser(r.App, r.Channel, pusher.TextFrame(pusher.MemberAddedJSON(r.Channel, m)), m.Key())
-		case r.Type == consensus.CmdPresenceLeave && r.MemberRemoved:
-			_, _ = a.local.Publish(context.Background(), r.App, r.Channel,
-				pusher.TextFrame(pusher.MemberRemovedJSON(r.Channel, m)), "")
-		}
-	}
-	if len(r.Removed) == 0 && len(r.Vacated) == 0 {
-		return
-	}
-	ctx := context.Background()
-	leader := a.replica.IsLeader()
-	for _, rm := range r.Removed {
-		m := pusher.Member(rm.Member)
-		f := pusher.TextFrame(pusher.MemberRemovedJSON(rm.Channel, m))
-		_, _ = a.local.Publish(ctx, rm.App, rm.Channel, f, "")
-		if leader {
-			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true,
-				ID: r.WebhookID() + "/" + rm.Channel + "/" + string(m.UserID)})
-		}
-	}
-	if leader {
-		for _, v := range r.Vacated {
-			a.announce(ctx, v.App, pusher.Transition{Channel: v.Channel, Vacated: true, WebhooksOnly: true,
-				ID: r.WebhookID() + "/" + v.Channel})
-		}
-	}
-}
-
-// Reannounce proposes this node's whole local state after its entries were
-// purged (restart, a false death, a merge). It supersedes pending retries.
-func (a *Adapter) Reannounce(ctx context.Context) {
-	a.retry.clear()
-	for _, ch := range a.local.LocalChannels() {
-		if ctx.Err() != nil {
-			return
-		}
-		if _, err := a.apply(ctx, consensus.Occupancy{App: ch.App, Channel: ch.Channel, Node: a.cfg.NodeID,
-			Incarnation: a.cfg.Incarnation, Occupied: true}); err != nil {
-			a.retry.occupancy(ch.App, ch.Channel)
-		}
-		for _, m := range ch.Members {
-			r, err := a.apply(ctx, consensus.PresenceJoin{App: ch.App, Channel: ch.Channel, UserID: m.UserID,
-				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
-			if err != nil {
-				a.retry.member(ch.App, ch.Channel, m)
-				continue
-			}
-			if r.MemberAdded {
-				mm := m
-				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm, WebhooksOnly: true, ID: r.WebhookID()})
-			}
-		}
-	}
-}
-
-// joinIDs combines the ids of the writes behind one result.
-func joinIDs(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "+" + b
 }
 
 // sendWarnEvery bounds how often failed sends to other nodes are logged: a
