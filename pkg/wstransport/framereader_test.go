@@ -29,23 +29,31 @@ func readStream(stream []byte, chunk, limit int) (msgs []string, controls int, e
 }
 
 func TestFrameReader_EdgeCases(t *testing.T) {
-	for _, tc := range edgeCases() {
-		for _, chunk := range []int{1, 7, 4096, 1 << 20} {
-			if chunk == 1 && len(tc.stream) > 10_000 {
-				continue // slow, and 7 covers the same splits
-			}
-			msgs, _, err := readStream(tc.stream, chunk, testLimit)
-			if got := outcome(err); got != tc.want {
-				t.Errorf("%s (chunk %d): %s, want %s", tc.name, chunk, got, tc.want)
-			}
-			if len(msgs) != len(tc.msgs) {
-				t.Errorf("%s (chunk %d): %d messages, want %d", tc.name, chunk, len(msgs), len(tc.msgs))
-				continue
-			}
-			for i := range msgs {
-				if msgs[i] != tc.msgs[i] {
-					t.Errorf("%s (chunk %d): message %d = %.20q (%d bytes), want %.20q", tc.name, chunk, i, msgs[i], len(msgs[i]), tc.msgs[i])
-				}
+	for _, limit := range []int{testLimit, fuzzLimit} {
+		for _, tc := range edgeCases(limit) {
+			testEdgeCase(t, tc, limit)
+		}
+	}
+}
+
+func testEdgeCase(t *testing.T, tc edgeCase, limit int) {
+	t.Helper()
+	for _, chunk := range []int{1, 7, 4096, 1 << 20} {
+		if chunk == 1 && len(tc.stream) > 10_000 {
+			continue // slow, and 7 covers the same splits
+		}
+		msgs, _, err := readStream(tc.stream, chunk, limit)
+		if got := outcome(err); got != tc.want {
+			t.Errorf("%s (limit %d, chunk %d): %s, want %s", tc.name, limit, chunk, got, tc.want)
+		}
+		if len(msgs) != len(tc.msgs) {
+			t.Errorf("%s (limit %d, chunk %d): %d messages, want %d", tc.name, limit, chunk, len(msgs), len(tc.msgs))
+			continue
+		}
+		for i := range msgs {
+			if msgs[i] != tc.msgs[i] {
+				t.Errorf("%s (limit %d, chunk %d): message %d = %.20q (%d bytes), want %.20q",
+					tc.name, limit, chunk, i, msgs[i], len(msgs[i]), tc.msgs[i])
 			}
 		}
 	}
@@ -144,12 +152,16 @@ func expectedFirst(stream []byte, limit int) string {
 // the close codes RFC 6455 names for each fault, and gives the outcome an
 // independent reading of the first header expects.
 func FuzzFrameReader(f *testing.F) {
-	for _, tc := range edgeCases() {
-		f.Add(tc.stream, uint8(5))
+	for _, tc := range edgeCases(fuzzLimit) {
+		seed := tc.stream
+		if len(seed) > 3*fuzzLimit {
+			seed = seed[:64] // 64 KiB lengths: these fail at the header anyway
+		}
+		f.Add(seed, uint8(5))
 	}
 	f.Add(concat(text(`{"event":"pusher:ping"}`), clientFrame(true, 0x9, nil)), uint8(1))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		fr := newFrameReader(&bytesConn{r: bytes.NewReader(stream), chunk: int(chunk) + 1}, nil, testLimit)
+		fr := newFrameReader(&bytesConn{r: bytes.NewReader(stream), chunk: int(chunk) + 1}, nil, fuzzLimit)
 		defer fr.release()
 		var err error
 		for i := 0; ; i++ {
@@ -163,7 +175,7 @@ func FuzzFrameReader(f *testing.F) {
 			if err != nil {
 				break
 			}
-			if len(m) > testLimit {
+			if len(m) > fuzzLimit {
 				t.Fatalf("message of %d bytes over the limit", len(m))
 			}
 			if op == ws.OpText && !utf8.Valid(m) {
@@ -172,8 +184,8 @@ func FuzzFrameReader(f *testing.F) {
 			if op != ws.OpText && op != ws.OpBinary {
 				t.Fatalf("data message with opcode %v", op)
 			}
-			if i == 0 && expectedFirst(stream, testLimit) != "" {
-				t.Fatalf("first frame accepted, want %s", expectedFirst(stream, testLimit))
+			if i == 0 && expectedFirst(stream, fuzzLimit) != "" {
+				t.Fatalf("first frame accepted, want %s", expectedFirst(stream, fuzzLimit))
 			}
 		}
 		got := outcome(err)
@@ -185,7 +197,7 @@ func FuzzFrameReader(f *testing.F) {
 				t.Fatalf("read ended with %s", got)
 			}
 		}
-		if want := expectedFirst(stream, testLimit); want != "" && got != want {
+		if want := expectedFirst(stream, fuzzLimit); want != "" && got != want {
 			t.Fatalf("first frame: %s, want %s", got, want)
 		}
 	})

@@ -102,9 +102,13 @@ func outcome(err error) string {
 	}
 }
 
-// testLimit is the message limit of the edge cases: past 65536 so that every
-// length encoding fits under it.
-const testLimit = 70_000
+// The message limits the edge cases run with: testLimit is past 65536, so
+// that every length encoding fits under it; fuzzLimit keeps the fuzzer's
+// inputs small while still past the read buffer.
+const (
+	testLimit = 70_000
+	fuzzLimit = 5_000
+)
 
 type edgeCase struct {
 	name   string
@@ -113,11 +117,15 @@ type edgeCase struct {
 	msgs   []string // the messages expected first; nil means none
 }
 
-// edgeCases lists every framing edge case, valid and not; they are the unit
-// tests, the fuzz seeds and, sent on a real socket, the hostile-client tests.
-func edgeCases() []edgeCase {
+// edgeCases lists every framing edge case, valid and not, for a reader
+// limited to limit bytes; they are the unit tests, the fuzz seeds and, sent
+// on a real socket, the hostile-client tests.
+func edgeCases(limit int) []edgeCase {
 	a := func(n int) string { return strings.Repeat("a", n) }
 	ok := func(name string, payload string) edgeCase {
+		if len(payload) > limit {
+			return edgeCase{name, text(payload), "fail 1009", nil}
+		}
 		return edgeCase{name, text(payload), "eof", []string{payload}}
 	}
 	cases := []edgeCase{
@@ -127,9 +135,9 @@ func edgeCases() []edgeCase {
 		ok("16-bit 126", a(126)),
 		ok("16-bit 65535", a(65535)),
 		ok("64-bit 65536", a(65536)),
-		ok("limit-1", a(testLimit-1)),
-		ok("limit", a(testLimit)),
-		{"limit+1", text(a(testLimit + 1)), "fail 1009", nil},
+		ok("limit-1", a(limit-1)),
+		ok("limit", a(limit)),
+		{"limit+1", text(a(limit + 1)), "fail 1009", nil},
 		{"64-bit 2^63-1 declared", header(0x81, 1<<63-1, true), "fail 1009", nil},
 		{"64-bit 2^63", header(0x81, 1<<63, true), "fail 1002", nil},
 		{"64-bit 2^64-1", header(0x81, 1<<64-1, true), "fail 1002", nil},
@@ -143,11 +151,11 @@ func edgeCases() []edgeCase {
 			header(0x80, 1<<63-1, true)), "fail 1009", nil},
 		{"continuation of 2^63-1 unmasked", concat(clientFrame(false, 0x1, []byte("1")),
 			header(0x80, 1<<63-1, false)), "fail 1002", nil},
-		{"fragments summing to the limit", concat(clientFrame(false, 0x1, []byte(a(testLimit-100))),
-			clientFrame(true, 0x0, []byte(a(100)))), "eof", []string{a(testLimit)}},
-		{"fragments summing to limit+1", concat(clientFrame(false, 0x1, []byte(a(testLimit-100))),
+		{"fragments summing to the limit", concat(clientFrame(false, 0x1, []byte(a(limit-100))),
+			clientFrame(true, 0x0, []byte(a(100)))), "eof", []string{a(limit)}},
+		{"fragments summing to limit+1", concat(clientFrame(false, 0x1, []byte(a(limit-100))),
 			clientFrame(true, 0x0, []byte(a(101)))), "fail 1009", nil},
-		{"fragments of 16-bit lengths past the limit", concat(clientFrame(false, 0x1, []byte(a(65535))),
+		{"fragments of 16-bit lengths past the limit", concat(clientFrame(false, 0x1, []byte(a(limit-10))),
 			header(0x80, 65535, true)), "fail 1009", nil},
 		{"empty fragments", concat(clientFrame(false, 0x1, nil), clientFrame(false, 0x0, nil),
 			clientFrame(true, 0x0, nil)), "eof", []string{""}},
@@ -189,7 +197,7 @@ func edgeCases() []edgeCase {
 		{"overlong UTF-8", text("\xc0\xaf"), "fail 1007", nil},
 		{"UTF-8 surrogate", text("\xed\xa0\x80"), "fail 1007", nil},
 		{"UTF-8 cut at the end", text("ok\xe2\x82"), "fail 1007", nil},
-		{"invalid UTF-8 in a 5000-byte frame", text(a(4999) + "\xff"), "fail 1007", nil},
+		{"invalid UTF-8 past the read buffer", text(a(readBufSize) + "\xff"), "fail 1007", nil},
 		{"code point split across fragments", concat(clientFrame(false, 0x1, []byte("\xe2\x82")),
 			clientFrame(true, 0x0, []byte("\xac"))), "eof", []string{"€"}},
 		{"invalid UTF-8 split across fragments", concat(clientFrame(false, 0x1, []byte("\xe2\x82")),
@@ -208,7 +216,7 @@ func edgeCases() []edgeCase {
 		{"cut in the 64-bit length", header(0x81, 70000, true)[:5], "truncated", nil},
 		{"cut in the mask", header(0x81, 5, true)[:4], "truncated", nil},
 		{"cut in a small payload", text("abcdef")[:8], "truncated", nil},
-		{"cut in a large payload", text(a(10000))[:6000], "truncated", nil},
+		{"cut in a large payload", text(a(readBufSize + 500))[:readBufSize], "truncated", nil},
 	}
 	for _, bit := range []byte{0x40, 0x20, 0x10} {
 		cases = append(cases,

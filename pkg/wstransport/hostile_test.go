@@ -208,7 +208,7 @@ var closeReasons = map[string]string{"fail 1002": "bad_frame", "fail 1007": "bad
 func TestHostileClient_EveryEdgeCase(t *testing.T) {
 	n := newTestNode(t, New())
 	wantRejected := map[string]float64{}
-	for _, tc := range edgeCases() {
+	for _, tc := range edgeCases(testLimit) {
 		if tc.want == "truncated" || len(tc.stream) == 0 {
 			continue // the server waits for the rest, as it should
 		}
