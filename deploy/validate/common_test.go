@@ -3,6 +3,7 @@ package validate
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -12,18 +13,34 @@ import (
 	"time"
 )
 
-// Ports and paths every deployment must agree on.
+// Paths and sizes every deployment must agree on. The ports are the
+// server's own defaults, read from its code by TestMain (defaults_test.go).
 const (
-	mainPort     = 6001
-	metricsPort  = 9601
-	discoverPort = 11002
-	gossipPort   = 11003
-	raftPort     = 11004
-	dataDir      = "/var/lib/soketi"
-	clusterSize  = 3
+	dataDir     = "/var/lib/soketi"
+	clusterSize = 3
 	// clusterLeave bounds the cluster leave after the grace periods (cmd/soketi).
 	clusterLeave = 3 * time.Second
+	// placeholderKey is the example CLUSTER_KEY of the Kubernetes Secret and
+	// soketi.env, base64 of "soketi-go-example-key-replace-me": valid, so a
+	// try-out runs secured, and public, so it must be replaced.
+	placeholderKey = "c29rZXRpLWdvLWV4YW1wbGUta2V5LXJlcGxhY2UtbWU="
 )
+
+// needTool returns the path of a tool a check runs. Where it is missing the
+// check is skipped with a message, except under CI (CI set), which must
+// install it: a check that always skips there hides regressions.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not installed (%s); CI must run this check", name, pkg)
+	}
+	t.Skipf("%s not installed (%s): not checked", name, pkg)
+	return ""
+}
 
 // repo returns a path inside the repository (this module is deploy/validate).
 func repo(parts ...string) string {

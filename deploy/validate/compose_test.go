@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func loadCompose(t *testing.T, env map[string]string) *types.Project {
 }
 
 func TestCompose(t *testing.T) {
-	p := loadCompose(t, map[string]string{})
+	p := loadCompose(t, map[string]string{"CLUSTER_KEY": placeholderKey})
 	names := slices.Sorted(func(yield func(string) bool) {
 		for n := range p.Services {
 			if !yield(n) {
@@ -65,12 +66,11 @@ func TestCompose(t *testing.T) {
 			}
 			sort.Strings(envNames)
 			checkEnvNames(t, name, envNames)
+			checkPortEnv(t, name, env)
 			for k, want := range map[string]string{
 				"ADAPTER_DRIVER":           "cluster",
 				"CLUSTER_EXPECTED_SERVERS": strconv.Itoa(len(names)),
 				"CLUSTER_DATA_DIR":         dataDir,
-				"CLUSTER_GOSSIP_PORT":      strconv.Itoa(gossipPort),
-				"CLUSTER_RAFT_PORT":        strconv.Itoa(raftPort),
 			} {
 				if env[k] != want {
 					t.Errorf("%s=%q, want %q", k, env[k], want)
@@ -89,7 +89,17 @@ func TestCompose(t *testing.T) {
 			if _, ok := s.Networks["soketi"]; !ok || len(s.Networks) != 1 {
 				t.Errorf("networks %v, want only soketi", s.Networks)
 			}
-			if len(s.Ports) != 1 || s.Ports[0].Target != mainPort || s.Ports[0].Published == "" {
+			// expose lists exactly the ports a node binds; only 6001 is published.
+			var exposed []string
+			for _, e := range s.Expose {
+				exposed = append(exposed, exposeKey(e))
+			}
+			sort.Strings(exposed)
+			if want := nodePorts(); !slices.Equal(exposed, want) {
+				t.Errorf("expose %v, want the ports the server binds %v", exposed, want)
+			}
+			if len(s.Ports) != 1 || s.Ports[0].Target != uint32(mainPort) || s.Ports[0].Published == "" ||
+				s.Ports[0].Protocol != "tcp" {
 				t.Errorf("ports %+v, want one host port mapped to %d", s.Ports, mainPort)
 			} else {
 				if hostPorts[s.Ports[0].Published] {
@@ -140,6 +150,25 @@ func TestCompose(t *testing.T) {
 				t.Errorf("volume %s shared by two nodes", v.Source)
 			}
 			volumes[v.Source] = true
+		}
+	}
+}
+
+// TestComposeNeedsClusterKey: without CLUSTER_KEY compose refuses to start,
+// saying how to make one, rather than run an open cluster.
+func TestComposeNeedsClusterKey(t *testing.T) {
+	dir, err := filepath.Abs(repo("deploy", "docker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range []map[string]string{{}, {"CLUSTER_KEY": ""}} {
+		_, err = loader.LoadWithContext(context.Background(), types.ConfigDetails{
+			WorkingDir:  dir,
+			ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(dir, "compose.yaml")}},
+			Environment: env,
+		}, func(o *loader.Options) { o.SetProjectName("soketi", true) })
+		if err == nil || !strings.Contains(err.Error(), "CLUSTER_KEY") || !strings.Contains(err.Error(), "openssl rand -base64 32") {
+			t.Errorf("environment %v: loaded with error %v; want a refusal naming CLUSTER_KEY and how to generate one", env, err)
 		}
 	}
 }

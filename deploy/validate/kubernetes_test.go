@@ -225,12 +225,11 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("%s from fieldRef %q, want %q", name, got, path)
 			}
 		}
+		checkPortEnv(t, "statefulset "+sts.Name, env)
 		for name, want := range map[string]string{
 			"ADAPTER_DRIVER":           "cluster",
 			"CLUSTER_EXPECTED_SERVERS": strconv.Itoa(clusterSize),
 			"CLUSTER_DATA_DIR":         dataDir,
-			"CLUSTER_GOSSIP_PORT":      strconv.Itoa(gossipPort),
-			"CLUSTER_RAFT_PORT":        strconv.Itoa(raftPort),
 		} {
 			if env[name] != want {
 				t.Errorf("%s=%q, want %q", name, env[name], want)
@@ -253,17 +252,58 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	})
 
+	t.Run("cluster key", func(t *testing.T) {
+		// The key comes from a Secret by secretKeyRef, required, and from
+		// nowhere else (not a literal, a ConfigMap or an envFrom Secret).
+		var refs []*corev1.SecretKeySelector
+		for _, e := range c.Env {
+			if e.Name == "CLUSTER_KEY" || e.Name == "SOKETI_CLUSTER_KEY" {
+				if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.Value != "" {
+					t.Errorf("%s is not from a secretKeyRef", e.Name)
+					continue
+				}
+				refs = append(refs, e.ValueFrom.SecretKeyRef)
+			}
+		}
+		if len(refs) != 1 {
+			t.Fatalf("want CLUSTER_KEY from exactly one secretKeyRef, got %d", len(refs))
+		}
+		if refs[0].Optional != nil && *refs[0].Optional {
+			t.Error("the CLUSTER_KEY secretKeyRef is optional: a pod without the key would join as an open node")
+		}
+		for _, cm := range m.configMaps {
+			for k := range cm.Data {
+				if k == "CLUSTER_KEY" || k == "SOKETI_CLUSTER_KEY" {
+					t.Errorf("ConfigMap %s holds %s", cm.Name, k)
+				}
+			}
+		}
+		for _, ef := range c.EnvFrom {
+			if ef.SecretRef == nil {
+				continue
+			}
+			s := find(m.secrets, func(x *corev1.Secret) bool { return x.Name == ef.SecretRef.Name })
+			if _, ok := secretValue(s, ef.Prefix, "CLUSTER_KEY"); ok {
+				t.Errorf("envFrom Secret %s also sets CLUSTER_KEY", s.Name)
+			}
+		}
+		s := find(m.secrets, func(x *corev1.Secret) bool { return x.Name == refs[0].Name })
+		if s == nil {
+			t.Fatalf("Secret %q of the CLUSTER_KEY secretKeyRef is not in this folder", refs[0].Name)
+		}
+		if v, _ := secretValue(s, "", refs[0].Key); v != placeholderKey {
+			t.Errorf("Secret %s: %s is not the documented placeholder", s.Name, refs[0].Key)
+		}
+	})
+
 	t.Run("container", func(t *testing.T) {
-		wantPorts := map[string]bool{
-			portKey(mainPort, "TCP"): true, portKey(metricsPort, "TCP"): true, portKey(discoverPort, "UDP"): true,
-			portKey(gossipPort, "TCP"): true, portKey(gossipPort, "UDP"): true, portKey(raftPort, "TCP"): true,
-		}
-		got := map[string]bool{}
+		var got []string
 		for _, p := range c.Ports {
-			got[portKey(int(p.ContainerPort), string(p.Protocol))] = true
+			got = append(got, portKey(int(p.ContainerPort), string(p.Protocol)))
 		}
-		if fmt.Sprint(got) != fmt.Sprint(wantPorts) {
-			t.Errorf("container ports %v, want %v", got, wantPorts)
+		sort.Strings(got)
+		if want := nodePorts(); !slices.Equal(got, want) {
+			t.Errorf("container ports %v, want the ports the server binds %v", got, want)
 		}
 		checkProbe(t, "readinessProbe", c, c.ReadinessProbe, "/ready")
 		checkProbe(t, "livenessProbe", c, c.LivenessProbe, "/")
@@ -327,15 +367,31 @@ func TestKubernetesManifests(t *testing.T) {
 		if headless.Spec.ClusterIP != corev1.ClusterIPNone || !headless.Spec.PublishNotReadyAddresses {
 			t.Errorf("service %s: want clusterIP None and publishNotReadyAddresses", headless.Name)
 		}
-		if client == nil {
-			t.Fatal("no client Service")
+		if client == nil || len(m.services) != 2 {
+			t.Fatalf("want the headless Service and one client Service, got %d Services", len(m.services))
 		}
-		ok := false
-		for _, p := range client.Spec.Ports {
-			ok = ok || (p.Port == mainPort && resolvePort(c, p.TargetPort.String()) == mainPort)
+		// servicePorts lists "port/PROTO" and fails for a port that does not
+		// forward to the same container port.
+		servicePorts := func(s *corev1.Service) []string {
+			var out []string
+			for _, p := range s.Spec.Ports {
+				target := resolvePort(c, p.TargetPort.String())
+				if p.TargetPort.String() == "0" || p.TargetPort.String() == "" {
+					target = int(p.Port)
+				}
+				if target != int(p.Port) {
+					t.Errorf("service %s port %d goes to container port %d", s.Name, p.Port, target)
+				}
+				out = append(out, portKey(int(p.Port), string(p.Protocol)))
+			}
+			sort.Strings(out)
+			return out
 		}
-		if !ok {
-			t.Errorf("service %s does not forward %d to the container's %d", client.Name, mainPort, mainPort)
+		if got, want := servicePorts(client), []string{portKey(mainPort, "TCP")}; !slices.Equal(got, want) {
+			t.Errorf("client service %s ports %v, want only %v", client.Name, got, want)
+		}
+		if got, want := servicePorts(headless), clusterPorts(); !slices.Equal(got, want) {
+			t.Errorf("headless service %s ports %v, want the cluster ports %v", headless.Name, got, want)
 		}
 	})
 
@@ -353,21 +409,94 @@ func TestKubernetesManifests(t *testing.T) {
 	})
 
 	t.Run("network policy", func(t *testing.T) {
-		for _, np := range m.netpols {
-			if sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err != nil || !sel.Matches(podLabels) {
-				t.Errorf("NetworkPolicy %s does not select the pods (%v)", np.Name, err)
+		checkNetworkPolicies(t, m.netpols, c, podLabels)
+	})
+}
+
+// checkNetworkPolicies evaluates the ingress rules for the pods (policies
+// add up): exactly the ports a node binds are open; 6001 to anyone; the
+// metrics port to a namespace selector, not to everyone; the cluster ports
+// only to pods selected like the soketi pods, in their namespace.
+func checkNetworkPolicies(t *testing.T, nps []*networkingv1.NetworkPolicy, c corev1.Container, podLabels labels.Set) {
+	t.Helper()
+	if len(nps) == 0 {
+		t.Fatal("no NetworkPolicy: every port, the cluster ports included, is open to the whole cluster network")
+	}
+	from := map[string][][]networkingv1.NetworkPolicyPeer{} // port -> the from lists of the rules admitting it
+	for _, np := range nps {
+		if sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err != nil || !sel.Matches(podLabels) {
+			t.Errorf("NetworkPolicy %s does not select the pods (%v)", np.Name, err)
+			continue
+		}
+		if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			t.Errorf("NetworkPolicy %s: policyTypes %v lacks Ingress", np.Name, np.Spec.PolicyTypes)
+		}
+		for i, r := range np.Spec.Ingress {
+			if len(r.Ports) == 0 {
+				t.Errorf("NetworkPolicy %s rule %d has no ports: it opens every port, the cluster ports included", np.Name, i)
+			}
+			for _, p := range r.Ports {
+				if p.Port == nil || p.EndPort != nil {
+					t.Errorf("NetworkPolicy %s rule %d: a port range or no port; list each port", np.Name, i)
+					continue
+				}
+				n := resolvePort(c, p.Port.String())
+				if n == 0 {
+					t.Errorf("NetworkPolicy %s rule %d: port %s is no container port", np.Name, i, p.Port.String())
+					continue
+				}
+				k := portKey(n, string(ptrOr(p.Protocol, corev1.ProtocolTCP)))
+				from[k] = append(from[k], r.From)
+			}
+		}
+	}
+	open := slices.Sorted(func(yield func(string) bool) {
+		for k := range from {
+			if !yield(k) {
+				return
 			}
 		}
 	})
+	if want := nodePorts(); !slices.Equal(open, want) {
+		t.Errorf("NetworkPolicy opens %v, want exactly the ports the server binds %v", open, want)
+	}
+	anyone := func(k string) bool {
+		return slices.ContainsFunc(from[k], func(f []networkingv1.NetworkPolicyPeer) bool { return len(f) == 0 })
+	}
+	if k := portKey(mainPort, "TCP"); !anyone(k) {
+		t.Errorf("%s (clients) is not open to everyone", k)
+	}
+	if k := portKey(metricsPort, "TCP"); anyone(k) {
+		t.Errorf("%s (metrics, and the cluster detail with CLUSTER_KEY) is open to everyone; allow the monitoring namespace", k)
+	} else {
+		for _, f := range from[k] {
+			for _, peer := range f {
+				if peer.NamespaceSelector == nil || len(peer.NamespaceSelector.MatchLabels)+len(peer.NamespaceSelector.MatchExpressions) == 0 {
+					t.Errorf("%s: want peers by a namespace selector (the monitoring namespace), got %+v", k, peer)
+				}
+			}
+		}
+	}
+	for _, k := range clusterPorts() {
+		for _, f := range from[k] {
+			if len(f) == 0 {
+				t.Errorf("%s (a cluster port) is open to everyone", k)
+			}
+			for _, peer := range f {
+				sel, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+				if peer.PodSelector == nil || peer.NamespaceSelector != nil || peer.IPBlock != nil || err != nil ||
+					!sel.Matches(podLabels) || sel.Matches(labels.Set{}) {
+					t.Errorf("%s (a cluster port): peer %+v is not the soketi pods of this namespace", k, peer)
+				}
+			}
+		}
+	}
 }
 
 // TestKustomizeBuild renders the folder with kubectl's built-in kustomize
 // and decodes the result as strictly as the sources.
 func TestKustomizeBuild(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not installed: kustomize rendering not checked")
-	}
+	kubectl := needTool(t, "kubectl", "kubectl's release binary")
 	out, err := exec.Command(kubectl, "kustomize", repo("deploy", "kubernetes")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
@@ -413,9 +542,47 @@ func containerEnv(t *testing.T, m *manifests, c corev1.Container) map[string]str
 		}
 	}
 	for _, e := range c.Env {
-		env[e.Name] = e.Value
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			s := find(m.secrets, func(x *corev1.Secret) bool { return x.Name == ref.Name })
+			v, ok := secretValue(s, "", ref.Key)
+			if !ok {
+				t.Fatalf("env %s: Secret %q key %q is not defined in this folder", e.Name, ref.Name, ref.Key)
+			}
+			env[e.Name] = v
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			ref := e.ValueFrom.ConfigMapKeyRef
+			cm := find(m.configMaps, func(x *corev1.ConfigMap) bool { return x.Name == ref.Name })
+			if cm == nil || cm.Data[ref.Key] == "" {
+				t.Fatalf("env %s: ConfigMap %q key %q is not defined in this folder", e.Name, ref.Name, ref.Key)
+			}
+			env[e.Name] = cm.Data[ref.Key]
+		default: // fieldRef: checked by name
+			env[e.Name] = ""
+		}
 	}
 	return env
+}
+
+// secretValue reads prefix+key... from a Secret's data or stringData.
+func secretValue(s *corev1.Secret, prefix, name string) (string, bool) {
+	if s == nil {
+		return "", false
+	}
+	for k, v := range s.StringData {
+		if prefix+k == name {
+			return v, true
+		}
+	}
+	for k, v := range s.Data {
+		if prefix+k == name {
+			return string(v), true
+		}
+	}
+	return "", false
 }
 
 func find[T any](xs []T, pred func(T) bool) T {

@@ -90,11 +90,21 @@ func TestSystemdEnvFile(t *testing.T) {
 	for k, want := range map[string]string{
 		"ADAPTER_DRIVER":           "cluster",
 		"CLUSTER_EXPECTED_SERVERS": strconv.Itoa(clusterSize),
-		"CLUSTER_GOSSIP_PORT":      strconv.Itoa(gossipPort),
-		"CLUSTER_RAFT_PORT":        strconv.Itoa(raftPort),
 	} {
 		if active[k] != want {
 			t.Errorf("%s=%q, want %q", k, active[k], want)
+		}
+	}
+	// The file names every port it needs opened, each at the default.
+	checkPortEnv(t, "soketi.env", active)
+	for _, d := range codeDefaults {
+		if _, ok := active[d.env]; !ok {
+			t.Errorf("soketi.env does not list %s=%d: the firewall needs every port", d.env, *d.dst)
+		}
+	}
+	for _, k := range []string{"CLUSTER_TLS_CA", "CLUSTER_TLS_CERT", "CLUSTER_TLS_KEY"} {
+		if _, ok := examples[k]; !ok {
+			t.Errorf("soketi.env: no commented %s example for an operator's own PKI", k)
 		}
 	}
 	if active["CLUSTER_NODE_ID"] == "" || active["CLUSTER_ADVERTISE_ADDRESS"] == "" {
@@ -103,6 +113,12 @@ func TestSystemdEnvFile(t *testing.T) {
 	key, err := base64.StdEncoding.DecodeString(active["CLUSTER_KEY"])
 	if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
 		t.Errorf("CLUSTER_KEY is not base64 of 16, 24 or 32 bytes")
+	}
+	if active["CLUSTER_KEY"] != placeholderKey {
+		t.Errorf("CLUSTER_KEY is not the documented placeholder (a real key does not belong in the repository)")
+	}
+	if src, err := os.ReadFile(repo("deploy", "systemd", "soketi.env")); err != nil || !strings.Contains(string(src), "openssl rand -base64 32") {
+		t.Errorf("soketi.env does not say how to generate a key (openssl rand -base64 32): %v", err)
 	}
 	var unicast []string
 	if err := json.Unmarshal([]byte(examples["CLUSTER_UNICAST_ADDRESSES"]), &unicast); err != nil || len(unicast) != clusterSize {
@@ -155,10 +171,7 @@ func TestSystemdUnit(t *testing.T) {
 // a scratch root holding the unit, the env file, a stand-in for the binary and
 // the host's system units (the targets it orders against).
 func TestSystemdAnalyze(t *testing.T) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian package systemd): unit not verified")
-	}
+	sa := needTool(t, "systemd-analyze", "Debian package systemd")
 	var sysUnits string
 	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
 		if _, err := os.Stat(filepath.Join(d, "sysinit.target")); err == nil {
@@ -167,6 +180,9 @@ func TestSystemdAnalyze(t *testing.T) {
 		}
 	}
 	if sysUnits == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no system units (sysinit.target): CI must install the Debian package systemd")
+		}
 		t.Skip("no system units (sysinit.target) on this machine: unit not verified")
 	}
 	root := t.TempDir()
