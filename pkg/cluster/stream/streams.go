@@ -170,13 +170,13 @@ type Streams struct {
 	lastRefusalLog    atomic.Int64
 }
 
-// New prepares the streams over cfg.Listener; Start serves it. deliver is called with each message from another
-// node, in the origin's order, exactly once per message of an origin
-// incarnation. It runs on the connection's reader goroutine (one per
-// origin, so calls for different origins are concurrent) and must not
-// block: while it runs nothing more is read from that origin, and a stuck
-// deliver eventually back-pressures the origin's Send. The Message is
-// owned by the callee.
+// New prepares the streams over cfg.Listener, which Start serves. deliver
+// is called with each message from another node, in the origin's order,
+// exactly once per message of an origin incarnation. It runs on the
+// connection's reader goroutine (one per origin, so calls for different
+// origins are concurrent) and must not block: while it runs nothing more is
+// read from that origin, and a stuck deliver eventually back-pressures the
+// origin's Send. The Message is owned by the callee.
 func New(cfg Config, deliver func(from string, m Message)) (*Streams, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -223,9 +223,9 @@ func (s *Streams) Start(ctx context.Context) error {
 }
 
 // SetPeers replaces the peer set (node id → address passed to Dial),
-// normally the alive gossip members. New peers are dialled; removed ones are closed and
-// their queued messages dropped; a changed address is redialled with the
-// queue kept. This node's own id is ignored.
+// normally the alive gossip members. New peers are dialled; removed ones
+// are closed and their queued messages dropped; a changed address is
+// redialled with the queue kept. This node's own id is ignored.
 func (s *Streams) SetPeers(peers map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
