@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,10 @@ func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAd
 	nodeID, err := loadNodeID(c)
 	if err != nil {
 		return nil, err
+	}
+	if base64.StdEncoding.EncodeToString(c.SecretKey) == config.ExampleClusterKey {
+		logger.Warn("CLUSTER_KEY is the example key from deploy/: anyone can derive the cluster's certificates " +
+			"from it. Replace it on every node (openssl rand -base64 32).")
 	}
 	if creds == nil && c.SecretKey != nil {
 		if creds, err = clusternet.DeriveCredentials(c.SecretKey, nodeID); err != nil {

@@ -201,10 +201,10 @@ func clusterFigures(f cluster.Figures) metrics.ClusterStats {
 	}
 	g := f.Gossip
 	return metrics.ClusterStats{
-		Members:                f.Members,
-		BeaconsSent:            g.BeaconsSent,
-		BeaconsReceived:        g.BeaconsReceived,
-		BeaconsDropped:         g.DroppedMalformed + g.DroppedOversized + g.DroppedVersion + g.DroppedCluster,
+		Members:         f.Members,
+		BeaconsSent:     g.BeaconsSent,
+		BeaconsReceived: g.BeaconsReceived,
+		BeaconsDropped:         g.Dropped(),
 		RaftLeader:             f.Raft.State == "leader",
 		RaftTerm:               f.Raft.Term,
 		RaftCommitIndex:        f.Raft.CommitIndex,

@@ -95,6 +95,11 @@ type ClusterTLS struct {
 // Enabled reports whether any of the files is set.
 func (t ClusterTLS) Enabled() bool { return t.CAPath != "" || t.CertPath != "" || t.KeyPath != "" }
 
+// ExampleClusterKey is the placeholder CLUSTER_KEY that deploy/ ships so
+// that a cluster is keyed from its first start; being public, it protects
+// nothing, and a node started with it says so.
+const ExampleClusterKey = "c29rZXRpLWdvLWV4YW1wbGUta2V5LXJlcGxhY2UtbWU="
+
 // The ports a node binds by default. They are fixed so that a restarted
 // node comes back at the address its peers know; deploy/ lists exactly
 // these.

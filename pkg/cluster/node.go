@@ -22,8 +22,8 @@ const leaveTimeout = 3 * time.Second
 
 // NodeConfig configures this process's part of a cluster.
 type NodeConfig struct {
-	// Gossip configures discovery and membership; NodeID, Incarnation,
-	// RaftAddr and StreamAddr are filled in by Start.
+	// Gossip configures discovery and membership; Incarnation and RaftAddr
+	// are filled in by Start.
 	Gossip gossip.Config
 	// DataDir holds the Raft data (CLUSTER_DATA_DIR).
 	DataDir string

@@ -148,10 +148,14 @@ func LoadCredentials(caFile, certFile, keyFile, nodeID string) (*Credentials, er
 			inter.AddCert(c)
 		}
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, fmt.Errorf("clusternet: certificate %s does not verify against %s for server and client use: %w",
-			certFile, caFile, err)
+	// KeyUsages accepts a chain valid for any one of its entries: check each
+	// use on its own, since every node both dials and accepts.
+	for _, use := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{use}}); err != nil {
+			return nil, fmt.Errorf("clusternet: certificate %s does not verify against %s for both server and client use: %w",
+				certFile, caFile, err)
+		}
 	}
 	return &Credentials{nodeID: nodeID, leaf: leaf, roots: roots}, nil
 }

@@ -79,12 +79,11 @@ type Config struct {
 	// without one. Beacons are never encrypted and carry nothing secret.
 	SecretKey []byte
 
-	// HTTPAddr and RaftAddr are advertised to peers in beacons and node meta,
-	// StreamAddr (the inter-node message streams) in node meta only. An empty
+	// HTTPAddr and RaftAddr (the cluster port: raft, RPC and message
+	// streams) are advertised to peers in beacons and node meta. An empty
 	// or unspecified host is filled with the advertise address.
-	HTTPAddr   string
-	RaftAddr   string
-	StreamAddr string
+	HTTPAddr string
+	RaftAddr string
 
 	// Incarnation identifies this process's life; 0 means its start time in
 	// Unix nanoseconds. The layers above share it.
@@ -144,7 +143,6 @@ func (c Config) validate() error {
 	check(validName(c.NodeID, maxNodeIDLen), "node id %q: want 1-%d printable bytes", c.NodeID, maxNodeIDLen)
 	check(validOptional(c.HTTPAddr), "http addr %q: want at most %d printable bytes", c.HTTPAddr, maxAdvertisedLen)
 	check(validOptional(c.RaftAddr), "raft addr %q: want at most %d printable bytes", c.RaftAddr, maxAdvertisedLen)
-	check(validOptional(c.StreamAddr), "stream addr %q: want at most %d printable bytes", c.StreamAddr, maxAdvertisedLen)
 	bind, err := netip.ParseAddr(c.BindHost)
 	check(err == nil && bind.Is4(), "bind host %q: want an IPv4 address", c.BindHost)
 	if c.AdvertiseAddr != "" {

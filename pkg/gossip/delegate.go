@@ -16,7 +16,6 @@ type nodeMeta struct {
 	Cluster     string `json:"cluster"`
 	HTTPAddr    string `json:"http,omitempty"`
 	RaftAddr    string `json:"raft,omitempty"`
-	StreamAddr  string `json:"stream,omitempty"`
 	Incarnation uint64 `json:"inc"`
 }
 
@@ -105,7 +104,6 @@ func applyNode(mem *Member, n *memberlist.Node) {
 	if json.Unmarshal(n.Meta, &meta) == nil {
 		mem.HTTPAddr = meta.HTTPAddr
 		mem.RaftAddr = meta.RaftAddr
-		mem.StreamAddr = meta.StreamAddr
 		mem.Incarnation = meta.Incarnation
 	}
 }

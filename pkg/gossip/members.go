@@ -68,7 +68,6 @@ func New(cfg Config) (*Members, error) {
 	adv, advOK := advertiseAddr(cfg)
 	cfg.HTTPAddr = fillHost(cfg.HTTPAddr, adv)
 	cfg.RaftAddr = fillHost(cfg.RaftAddr, adv)
-	cfg.StreamAddr = fillHost(cfg.StreamAddr, adv)
 	if cfg.Incarnation == 0 {
 		cfg.Incarnation = uint64(time.Now().UnixNano())
 	}
@@ -84,7 +83,7 @@ func New(cfg Config) (*Members, error) {
 		joins:       make(chan netip.AddrPort, joinQueue),
 	}
 	m.meta, err = json.Marshal(nodeMeta{
-		Cluster: cfg.ClusterName, HTTPAddr: cfg.HTTPAddr, RaftAddr: cfg.RaftAddr, StreamAddr: cfg.StreamAddr, Incarnation: m.incarnation,
+		Cluster: cfg.ClusterName, HTTPAddr: cfg.HTTPAddr, RaftAddr: cfg.RaftAddr, Incarnation: m.incarnation,
 	})
 	if err != nil || len(m.meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip: node meta does not fit in %d bytes", memberlist.MetaMaxSize)

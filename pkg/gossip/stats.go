@@ -30,6 +30,11 @@ type Stats struct {
 	EventsDropped uint64 `json:"events_dropped"`
 }
 
+// Dropped is the total of beacons dropped for any reason.
+func (s Stats) Dropped() uint64 {
+	return s.DroppedMalformed + s.DroppedOversized + s.DroppedVersion + s.DroppedCluster + s.DroppedAuth + s.DroppedKeyed
+}
+
 type stats struct {
 	beaconsSent, beaconSendErrors, beaconsReceived           atomic.Uint64
 	droppedMalformed, droppedOversized, droppedVersion       atomic.Uint64

@@ -28,7 +28,6 @@ type Member struct {
 	GossipAddr string `json:"gossip_addr"`
 	HTTPAddr   string `json:"http_addr"`
 	RaftAddr   string `json:"raft_addr"`
-	StreamAddr string `json:"stream_addr,omitempty"`
 	State      State  `json:"state"`
 	// Since is when the member entered State (RFC 3339 in JSON).
 	Since time.Time `json:"since"`
