@@ -201,9 +201,9 @@ func clusterFigures(f cluster.Figures) metrics.ClusterStats {
 	}
 	g := f.Gossip
 	return metrics.ClusterStats{
-		Members:         f.Members,
-		BeaconsSent:     g.BeaconsSent,
-		BeaconsReceived: g.BeaconsReceived,
+		Members:                f.Members,
+		BeaconsSent:            g.BeaconsSent,
+		BeaconsReceived:        g.BeaconsReceived,
 		BeaconsDropped:         g.Dropped(),
 		RaftLeader:             f.Raft.State == "leader",
 		RaftTerm:               f.Raft.Term,
