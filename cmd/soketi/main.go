@@ -135,8 +135,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		mainLn = tls.NewListener(mainLn, tlsCfg)
 	}
 
-	mainSrv := &http.Server{Handler: node.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
-	metricsSrv := &http.Server{Handler: node.metricsHandler, ReadHeaderTimeout: 10 * time.Second}
+	// Default bounds on headers, API bodies and idle keep-alives; none on the
+	// WebSocket connections these servers hijack.
+	mainSrv := pusher.NewHTTPServer(node.handler, pusher.HTTPTimeouts{}, logger)
+	metricsSrv := pusher.NewHTTPServer(node.metricsHandler, pusher.HTTPTimeouts{}, logger)
 	errc := make(chan error, 2)
 	go func() { errc <- mainSrv.Serve(mainLn) }()
 	go func() { errc <- metricsSrv.Serve(metricsLn) }()

@@ -2,14 +2,12 @@ package pusher
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -18,10 +16,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 )
-
-// authTimestampWindow is how far a signed request's auth_timestamp may be
-// from the server clock, as in Pusher's HTTP API.
-const authTimestampWindow = 600 * time.Second
 
 // Router returns the HTTP handler for the WebSocket endpoint and the HTTP API,
 // mounted under the configured path prefix.
@@ -47,6 +41,62 @@ func (s *Server) Router() http.Handler {
 		})
 	})
 	return r
+}
+
+// HTTPTimeouts bound how long a client may take over a request; zero fields
+// take the defaults.
+type HTTPTimeouts struct {
+	ReadHeader     time.Duration // request line and headers, 10 s
+	Body           time.Duration // an HTTP API body, from the end of the headers, 30 s
+	Idle           time.Duration // a keep-alive connection between requests, 60 s
+	MaxHeaderBytes int           // request line and headers, 64 KiB
+}
+
+func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.ReadHeader, 10*time.Second)
+	def(&t.Body, 30*time.Second)
+	def(&t.Idle, 60*time.Second)
+	if t.MaxHeaderBytes <= 0 {
+		t.MaxHeaderBytes = 64 << 10
+	}
+	return t
+}
+
+type bodyTimeoutKey struct{}
+
+// bodyTimeout is the API body deadline of the server serving ctx's request;
+// the default when it was not built by NewHTTPServer.
+func bodyTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(bodyTimeoutKey{}).(time.Duration); ok {
+		return d
+	}
+	return HTTPTimeouts{}.withDefaults().Body
+}
+
+// NewHTTPServer returns the http.Server for h with the bounds of t. It sets no
+// ReadTimeout or WriteTimeout: the WebSocket connections hijacked from it must
+// not inherit deadlines, so the API handlers bound their own body reads with
+// t.Body, which reaches them through the server's base context.
+func NewHTTPServer(h http.Handler, t HTTPTimeouts, logger *slog.Logger) *http.Server {
+	t = t.withDefaults()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    t.MaxHeaderBytes,
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), bodyTimeoutKey{}, t.Body)
+		},
+	}
+	if logger != nil {
+		srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+	}
+	return srv
 }
 
 func notFound(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) }
@@ -119,37 +169,41 @@ func appFrom(r *http.Request) *App    { return r.Context().Value(ctxApp).(*App) 
 func bodyFrom(r *http.Request) []byte { b, _ := r.Context().Value(ctxBody).([]byte); return b }
 func readPoints(*http.Request) int    { return 1 }
 
-// appAuth finds the app, reads the body within the size limit and checks the
-// request signature.
+// appAuth finds the app and checks the request signature from the query
+// alone, so an unsigned request costs no body; only then does it read the
+// body, within the size limit and a deadline, and check its body_md5.
 func (s *Server) appAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "appId")
 		app, err := s.opts.Apps.FindByID(r.Context(), id)
 		if err != nil {
-			apiError(w, http.StatusInternalServerError, "A server error has occurred.")
+			refuseUnread(w, r, http.StatusInternalServerError, "A server error has occurred.")
 			return
 		}
 		if app == nil {
 			s.opts.Metrics.Rejected("unknown_app")
-			apiError(w, http.StatusNotFound, fmt.Sprintf("The app %s could not be found.", id))
+			refuseUnread(w, r, http.StatusNotFound, fmt.Sprintf("The app %s could not be found.", id))
 			return
 		}
-		var body []byte
-		if r.Body != nil {
-			limit := s.opts.RequestLimitBytes
-			body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
-			if err != nil {
-				s.opts.Metrics.Rejected("bad_body")
-				apiError(w, http.StatusBadRequest, "The received data is incorrect.")
-				return
-			}
-			if int64(len(body)) > limit {
-				s.opts.Metrics.Rejected("body_too_large")
-				apiError(w, http.StatusRequestEntityTooLarge, "The payload size is too big.")
-				return
-			}
+		if err := s.checkQuerySignature(r, app); err != nil {
+			s.opts.Metrics.Rejected("api_auth")
+			s.log.Debug("api signature rejected", "app_id", app.ID, "reason", err.Error())
+			refuseUnread(w, r, http.StatusUnauthorized, "The secret authentication failed")
+			return
 		}
-		if err := s.checkSignature(r, app, body); err != nil {
+		body, err := s.readBody(w, r)
+		if errors.Is(err, errBodyTooLarge) {
+			s.opts.Metrics.Rejected("body_too_large")
+			refuseUnread(w, r, http.StatusRequestEntityTooLarge, "The payload size is too big.")
+			return
+		}
+		if err != nil {
+			s.opts.Metrics.Rejected("bad_body")
+			s.log.Debug("api body read failed", "app_id", app.ID, "err", err)
+			refuseUnread(w, r, http.StatusBadRequest, "The received data is incorrect.")
+			return
+		}
+		if err := checkBodyMD5(r.URL.Query(), body); err != nil {
 			s.opts.Metrics.Rejected("api_auth")
 			s.log.Debug("api signature rejected", "app_id", app.ID, "reason", err.Error())
 			apiError(w, http.StatusUnauthorized, "The secret authentication failed")
@@ -162,6 +216,48 @@ func (s *Server) appAuth(next http.Handler) http.Handler {
 	})
 }
 
+var errBodyTooLarge = errors.New("request body over the limit")
+
+// readBody reads the whole body under RequestLimitBytes and the body deadline
+// of HTTPTimeouts. A declared length over the limit is refused unread and an
+// undeclared one is cut off at the limit, so no over-limit body is buffered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	limit := s.opts.RequestLimitBytes
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	// Set here rather than as the http.Server's ReadTimeout or WriteTimeout,
+	// which reach every connection, the hijacked WebSocket ones among them.
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(bodyTimeout(r.Context()))); err != nil {
+		s.log.Debug("api body deadline not set", "err", err)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errBodyTooLarge
+		}
+		return nil, fmt.Errorf("read api body: %w", err)
+	}
+	// A deadline left running would end the server's background read of the
+	// connection, which cancels the request context mid-handler.
+	_ = rc.SetReadDeadline(time.Time{})
+	return body, nil
+}
+
+// refuseUnread answers a request whose body has not been read to the end.
+// The connection is closed after the reply instead of drained, so a refused
+// client cannot make the server read, or wait for, the rest of its body.
+func refuseUnread(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+	apiError(w, status, msg)
+}
+
 type countingWriter struct {
 	http.ResponseWriter
 	n int
@@ -171,53 +267,6 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(b)
 	c.n += n
 	return n, err
-}
-
-// checkSignature verifies a Pusher HTTP API signature: auth_key, auth_version,
-// a fresh auth_timestamp, body_md5, and the HMAC, compared in constant time.
-func (s *Server) checkSignature(r *http.Request, app *App, body []byte) error {
-	q := r.URL.Query()
-	if q.Get("auth_key") != app.Key {
-		return errors.New("auth_key does not match the app")
-	}
-	if v := q.Get("auth_version"); v != "1.0" {
-		return errors.New("auth_version must be 1.0")
-	}
-	ts, err := strconv.ParseInt(q.Get("auth_timestamp"), 10, 64)
-	if err != nil {
-		return errors.New("auth_timestamp missing")
-	}
-	if d := s.clock().Sub(time.Unix(ts, 0)); math.Abs(float64(d)) > float64(authTimestampWindow) {
-		return errors.New("auth_timestamp outside the 600 s window")
-	}
-	params := map[string]string{}
-	for k, v := range q {
-		if k == "auth_signature" || k == "body_md5" || len(v) == 0 {
-			continue
-		}
-		params[k] = v[0]
-	}
-	if len(body) > 0 || q.Has("body_md5") {
-		sum := md5.Sum(body)
-		params["body_md5"] = hex.EncodeToString(sum[:])
-	}
-	got := []byte(q.Get("auth_signature"))
-	for _, path := range candidatePaths(r) {
-		want := Sign(app.Secret, stringToSign(r.Method, path, params))
-		if hmac.Equal(got, []byte(want)) {
-			return nil
-		}
-	}
-	return errors.New("signature mismatch")
-}
-
-// candidatePaths are the spellings of the path a client may have signed.
-func candidatePaths(r *http.Request) []string {
-	p := r.URL.Path
-	if ep := r.URL.EscapedPath(); ep != p {
-		return []string{p, ep}
-	}
-	return []string{p}
 }
 
 // rateLimit charges points to the app's limiter for key; over the limit the

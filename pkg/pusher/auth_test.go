@@ -3,6 +3,7 @@ package pusher
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,7 +36,34 @@ func TestSignedQuery_PusherReferenceExample(t *testing.T) {
 	defer s.Close()
 	s.clock = func() time.Time { return ts.Add(time.Minute) }
 	r := &http.Request{Method: "POST", URL: &url.URL{Path: "/apps/3/events", RawQuery: q.Encode()}}
+	// The query alone proves the signature, body_md5 included: the body can
+	// be read after it.
+	if err := s.checkQuerySignature(r, app); err != nil {
+		t.Fatalf("the server refuses the reference query: %v", err)
+	}
 	if err := s.checkSignature(r, app, body); err != nil {
 		t.Fatalf("the server refuses the reference request: %v", err)
+	}
+}
+
+func TestCheckBodyMD5(t *testing.T) {
+	body := []byte(`{"name":"foo"}`)
+	for _, tc := range []struct {
+		name string
+		q    url.Values
+		body []byte
+		ok   bool
+	}{
+		{"no body, no body_md5", url.Values{}, nil, true},
+		{"matching", url.Values{"body_md5": {bodyMD5(body)}}, body, true},
+		{"body without body_md5", url.Values{}, body, false},
+		{"other body", url.Values{"body_md5": {bodyMD5([]byte("x"))}}, body, false},
+		{"body_md5 of an absent body", url.Values{"body_md5": {bodyMD5(body)}}, nil, false},
+		{"empty body named", url.Values{"body_md5": {bodyMD5(nil)}}, nil, true},
+		{"upper-case hex", url.Values{"body_md5": {strings.ToUpper(bodyMD5(body))}}, body, false},
+	} {
+		if err := checkBodyMD5(tc.q, tc.body); (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok %v", tc.name, err, tc.ok)
+		}
 	}
 }
