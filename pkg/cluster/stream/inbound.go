@@ -125,7 +125,7 @@ func (s *Streams) origin(id string) *origin {
 
 func (s *Streams) acceptLoop() {
 	defer s.wg.Done()
-	delay := minBackoff
+	delay, failing := minBackoff, false
 	for {
 		conn, err := s.ln.Accept()
 		if err != nil {
@@ -136,14 +136,21 @@ func (s *Streams) acceptLoop() {
 				s.log.Warn("stream listener closed, no more inbound streams")
 				return
 			}
-			s.log.Warn("accept failed", "error", err, "retry_in", delay)
+			// Any other error is retried until Close: logged once, then at
+			// Debug until an Accept succeeds.
+			if !failing {
+				s.log.Warn("accept failed, retrying", "error", err)
+				failing = true
+			} else {
+				s.log.Debug("accept still failing", "error", err, "retry_in", delay)
+			}
 			if !sleep(s.ctx, delay) {
 				return
 			}
 			delay = min(2*delay, maxBackoff)
 			continue
 		}
-		delay = minBackoff
+		delay, failing = minBackoff, false
 		select {
 		case s.handshakes <- struct{}{}:
 		default:

@@ -65,8 +65,9 @@ type Config struct {
 	// Listener yields inbound stream connections. The cluster port owns the
 	// socket: it has already done the TLS handshake and read the connection
 	// kind, so the first byte read is the stream hello. Required. Streams
-	// closes it on Close (not when New fails). Accept must return an error
-	// wrapping net.ErrClosed once it is closed.
+	// closes it on Close (not when New fails). Accept should return an
+	// error wrapping net.ErrClosed once closed; other errors are retried
+	// with back-off until Close.
 	Listener net.Listener
 	// Dial opens an outbound stream connection to node peerID at addr, ready
 	// for the hello (TLS and kind byte done by the caller's transport). A

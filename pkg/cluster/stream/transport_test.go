@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +176,64 @@ func TestStreams_OriginStateBounded(t *testing.T) {
 	old.connected.Store(false)
 	if o := s.origin("new"); o == nil || len(s.origins) != maxOrigins || s.origins["A"] != nil {
 		t.Fatalf("the disconnected origin was not forgotten: %d origins", len(s.origins))
+	}
+}
+
+// chanListener hands out connections from a channel and, once closed,
+// fails Accept with its own error, as a multiplexed cluster port does.
+type chanListener struct {
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	closed atomic.Bool
+}
+
+var errPortClosed = errors.New("port: closed")
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, errPortClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { l.closed.Store(true); close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+func TestStreams_ServesAnyListenerAndClosesIt(t *testing.T) {
+	ln := &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	b := newNode(t, "b", func(c *Config) { c.Listener = ln })
+	// a's Dial hands one end of a pipe to b's listener.
+	a := newNode(t, "a", func(c *Config) {
+		c.Dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			client, server := net.Pipe()
+			select {
+			case ln.conns <- server:
+				return client, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	})
+	a.SetPeers(map[string]string{"b": "pipe"})
+	sendAll(t, a.Streams, "b", 1, 100, 64)
+	testutil.WaitFor(t, 10*time.Second, "delivery over the listener", func() bool { return b.rec.count("a") == 100 })
+	checkRange(t, b.rec.seqs("a"), 1, 100)
+
+	start := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %s", d)
+	}
+	if !ln.closed.Load() {
+		t.Error("Close left the listener open")
 	}
 }
