@@ -6,11 +6,11 @@ package clusternet
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +54,9 @@ const (
 // peer, the RPC client a few dozen per peer, the streams one per origin.
 var MaxConns = map[Kind]int{KindRaft: 64, KindRPC: 256, KindStream: 128}
 
-// ErrClosed is returned by Accept and Dial after Close.
-var ErrClosed = errors.New("clusternet: closed")
+// ErrClosed is returned by Accept and Dial after Close; it wraps
+// net.ErrClosed, which is what accept loops test for.
+var ErrClosed = fmt.Errorf("clusternet: closed: %w", net.ErrClosed)
 
 // Config configures a Port.
 type Config struct {
@@ -369,7 +370,8 @@ func (p *Port) logRefusal(msg string, args ...any) {
 }
 
 // PeerID is the node id that c's certificate proves: "" for a connection
-// of a port without credentials.
+// of a port without credentials. A TLS connection that has not proved one
+// gets unverifiedPeer, which no node id can equal, so a check fails safe.
 func PeerID(c net.Conn) string {
 	if tc, ok := c.(*trackedConn); ok {
 		c = tc.Conn
@@ -379,11 +381,14 @@ func PeerID(c net.Conn) string {
 		return ""
 	}
 	cs := tc.ConnectionState()
-	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
-		return ""
+	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0].Subject.CommonName == "" {
+		return unverifiedPeer
 	}
 	return cs.PeerCertificates[0].Subject.CommonName
 }
+
+// unverifiedPeer is longer than any node id (ids are at most 256 bytes).
+var unverifiedPeer = "\x00unverified" + strings.Repeat("\x00", 256)
 
 // serviceListener hands accepted connections of one kind to its service.
 type serviceListener struct {
