@@ -102,6 +102,17 @@ func (c *Client) ExpectEither(a, b string) map[string]any {
 	}
 }
 
+// Next returns the next frame in order, or false when none arrives within d
+// or the connection closed.
+func (c *Client) Next(d time.Duration) (map[string]any, bool) {
+	select {
+	case m, ok := <-c.frames:
+		return m, ok
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
 // ExpectNone fails if a frame with event arrives within d.
 func (c *Client) ExpectNone(event string, d time.Duration) {
 	c.T.Helper()

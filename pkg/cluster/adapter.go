@@ -62,6 +62,7 @@ type Adapter struct {
 
 	queries *queries
 	retry   *retryQueue
+	view    *memberView
 
 	// sendFailures counts messages other nodes did not get (back-pressure,
 	// an unknown peer); they are logged at most once per sendWarnEvery.
@@ -101,6 +102,7 @@ func New(cfg Config, local *pusher.LocalAdapter, replica Replica, streams Stream
 	}
 	a.queries = newQueries(a)
 	a.retry = newRetryQueue(a)
+	a.view = newMemberView(local)
 	return a
 }
 
@@ -175,7 +177,10 @@ func (a *Adapter) AddSocket(ctx context.Context, c *pusher.Conn) error {
 }
 
 // RemoveSocket forgets a local connection.
-func (a *Adapter) RemoveSocket(c *pusher.Conn) { a.local.RemoveSocket(c) }
+func (a *Adapter) RemoveSocket(c *pusher.Conn) {
+	a.view.forget(c, "", "")
+	a.local.RemoveSocket(c)
+}
 
 // SignIn records a local user; user messages are sent to every node.
 func (a *Adapter) SignIn(c *pusher.Conn, userID string) { a.local.SignIn(c, userID) }

@@ -49,12 +49,12 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 			}
 			out.MemberAdded = r.MemberAdded
 			out.Announced = true
-			// Apply returned after this replica applied the join.
-			out.Members = toMembers(fsm.Members(app.ID, channel))
 			out.ID = r.WebhookID()
-		} else {
-			out.Members = toMembers(fsm.Members(app.ID, channel))
 		}
+		// Apply returned after this replica applied the join, so the list
+		// has it; member events from now on are those committed after it.
+		a.view.succeed(c, fsm, app.ID, channel, *m)
+		out.Sent = true
 	}
 	if res.Occupied {
 		if !a.hasLeader() {
@@ -84,6 +84,10 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 		return res, err
 	}
 	app := c.App
+	a.view.forget(c, app.ID, channel)
+	if m := res.RemovedMember; m != nil {
+		a.view.localLeft(app.ID, channel, *m)
+	}
 	out := pusher.LeaveResult{WasSubscribed: true}
 	if m := res.RemovedMember; m != nil && !a.hasLeader() {
 		a.retry.member(app.ID, channel, *m)
@@ -139,23 +143,26 @@ func toMembers(ms []consensus.Member) []pusher.Member {
 }
 
 // OnApply runs on every node for every committed command, in log order.
-// Every node tells its own subscribers of each member change as it commits,
-// so clients everywhere see the replicated list's changes in one order, and
-// a node that was cut off replays what it missed as it catches up. A node
-// purge (a dead or restarted node) also empties channels: the leader, which
-// proposed it, sends those webhooks; the proposer of a join or leave sends its own.
+// Every node tells its own subscribers of each member change as it commits
+// (through memberView, which orders the events after each socket's list
+// and holds back the removal of a user still connected here), so clients
+// everywhere see the replicated list's changes in one order, and a node
+// that was cut off replays what it missed as it catches up. A node purge (a
+// dead or restarted node) also empties channels: the leader, which
+// proposed it, sends those webhooks; the proposer of a join or leave sends
+// its own.
 func (a *Adapter) OnApply(r consensus.Result) {
 	if r.Status != consensus.StatusApplied {
 		return
 	}
 	if r.Member != nil && r.App != "" {
-		m := pusher.Member(*r.Member)
 		switch {
 		case r.Type == consensus.CmdPresenceJoin && r.MemberAdded:
-			a.local.PublishExceptUser(r.App, r.Channel, pusher.TextFrame(pusher.MemberAddedJSON(r.Channel, m)), m.Key())
+			a.view.added(r.App, r.Channel, *r.Member, r.Index)
 		case r.Type == consensus.CmdPresenceLeave && r.MemberRemoved:
-			_, _ = a.local.Publish(context.Background(), r.App, r.Channel,
-				pusher.TextFrame(pusher.MemberRemovedJSON(r.Channel, m)), "")
+			if a.view.removed(r.App, r.Channel, *r.Member, r.Index) {
+				a.retry.member(r.App, r.Channel, pusher.Member(*r.Member))
+			}
 		}
 	}
 	if len(r.Removed) == 0 && len(r.Vacated) == 0 {
@@ -165,8 +172,9 @@ func (a *Adapter) OnApply(r consensus.Result) {
 	leader := a.replica.IsLeader()
 	for _, rm := range r.Removed {
 		m := pusher.Member(rm.Member)
-		f := pusher.TextFrame(pusher.MemberRemovedJSON(rm.Channel, m))
-		_, _ = a.local.Publish(ctx, rm.App, rm.Channel, f, "")
+		if a.view.removed(rm.App, rm.Channel, rm.Member, r.Index) {
+			a.retry.member(rm.App, rm.Channel, m)
+		}
 		if leader {
 			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true,
 				ID: r.WebhookID() + "/" + rm.Channel + "/" + string(m.UserID)})

@@ -106,6 +106,7 @@ type FSM struct {
 	limits   Limits
 	mu       sync.RWMutex
 	st       *state
+	index    uint64 // the log index st reflects; guarded by mu, unlike applied
 	applied  atomic.Uint64
 	notify   atomic.Pointer[chan struct{}] // closed and replaced after every apply
 	observer atomic.Pointer[func(Result)]
@@ -141,10 +142,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 			res.Type = CommandType(l.Data[0])
 		}
 		res.Status, res.Reason = StatusInvalid, err.Error()
+		f.mu.Lock()
+		f.index = l.Index
+		f.mu.Unlock()
 	} else {
 		res.Type = cmd.Type()
 		f.mu.Lock()
 		f.apply(cmd, &res)
+		f.index = l.Index
 		f.mu.Unlock()
 	}
 	f.advance(l.Index)
@@ -391,13 +396,20 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 
 // Members returns the presence members of a channel sorted by user id.
 func (f *FSM) Members(app, channel string) []Member {
+	ms, _ := f.MembersAt(app, channel)
+	return ms
+}
+
+// MembersAt is Members with the log index the list reflects, read
+// together: a change observed with a larger index is not in the list.
+func (f *FSM) MembersAt(app, channel string) ([]Member, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	ch := f.st.channel(app, channel)
 	if ch == nil {
-		return []Member{}
+		return []Member{}, f.index
 	}
-	return sortedMembers(ch)
+	return sortedMembers(ch), f.index
 }
 
 // MemberCount returns the number of distinct users in a presence channel.
@@ -482,6 +494,7 @@ func (f *FSM) Incarnation(node string) (uint64, bool) {
 func (f *FSM) reset() {
 	f.mu.Lock()
 	f.st = newState()
+	f.index = 0
 	f.mu.Unlock()
 	f.advance(0)
 }

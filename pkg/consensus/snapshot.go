@@ -85,6 +85,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.st = st
+	f.index = d.Index
 	f.mu.Unlock()
 	f.advance(d.Index)
 	return nil

@@ -60,6 +60,9 @@ type JoinResult struct {
 	// Announced: the adapter has told the channel's subscribers on every node
 	// of the member change; the server only sends the webhook.
 	Announced bool
+	// Sent: the adapter has sent the subscriber its subscription_succeeded
+	// (a presence list it ordered with the member events that follow it).
+	Sent bool
 }
 
 // LeaveResult tells the handler which transitions an unsubscription caused.

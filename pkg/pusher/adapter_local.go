@@ -439,10 +439,11 @@ func (a *LocalAdapter) HasLocalMember(appID, channel string, userID []byte) bool
 	return ch != nil && ch.members[string(userID)] != nil
 }
 
-// PublishExceptUser delivers f to the local subscribers of channel that are
-// not in it as userKey (a Member.Key), as member_added must not reach the
-// joining user.
-func (a *LocalAdapter) PublishExceptUser(appID, channel string, f Frame, userKey string) int {
+// PublishWhere delivers f to the local subscribers of channel for which keep
+// returns true; keep is given the member key each joined a presence channel
+// as ("" otherwise) and is called with the adapter's lock held, so it must
+// not call back into the adapter.
+func (a *LocalAdapter) PublishWhere(appID, channel string, f Frame, keep func(c *Conn, memberKey string) bool) int {
 	n := a.ns(appID, false)
 	if n == nil {
 		return 0
@@ -455,7 +456,7 @@ func (a *LocalAdapter) PublishExceptUser(appID, channel string, f Frame, userKey
 	}
 	sent := 0
 	for _, c := range ch.subs {
-		if ch.joined[c] == userKey {
+		if !keep(c, ch.joined[c]) {
 			continue
 		}
 		c.send(f, false)

@@ -118,7 +118,9 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 			}
 			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID, ID: eventID(res.ID, WebhookMemberAdded)})
 		}
-		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(res.Members), nil))
+		if !res.Sent {
+			c.sendJSON(SubscriptionSucceededJSON(channel, res.Members))
+		}
 	} else {
 		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
 	}
@@ -163,6 +165,12 @@ func formatNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64)
 
 // presenceData renders the subscription_succeeded payload: a JSON string of
 // {"presence":{"ids":[...],"hash":{...},"count":n}}.
+// SubscriptionSucceededJSON is a presence channel's
+// pusher_internal:subscription_succeeded with its member list.
+func SubscriptionSucceededJSON(channel string, members []Member) []byte {
+	return EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(members), nil)
+}
+
 func presenceData(members []Member) json.RawMessage {
 	ids := make([]json.RawMessage, 0, len(members))
 	hash := make(map[string]json.RawMessage, len(members))
