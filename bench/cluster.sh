@@ -157,7 +157,9 @@ ready() {
 			curl -fsS -m 1 "$url/" >/dev/null 2>&1 || return 1
 			continue
 		fi
-		curl -fsS -m 1 "$url/cluster" 2>/dev/null |
+		# The whole view is on the metrics port (a keyed node's public
+		# /cluster shows a summary only).
+		curl -fsS -m 1 "http://${hosts[i - 1]}:$((9600 + i))/cluster" 2>/dev/null |
 			jq -e --argjson n "$nodes" \
 				'([.members[] | select(.state == "alive")] | length) == $n and (.raft.leader_id // "") != ""
 				 and (.quorum // true) and .raft.registered and (.raft.voters | length) == $n' \
