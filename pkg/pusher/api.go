@@ -135,6 +135,10 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		apiError(w, http.StatusInternalServerError, "The server is closing. Choose another server. :)")
 		return
 	}
+	if s.opts.Ready != nil && !s.opts.Ready() {
+		apiError(w, http.StatusServiceUnavailable, "The node is joining its cluster. Choose another server. :)")
+		return
+	}
 	_, _ = w.Write([]byte("OK"))
 }
 

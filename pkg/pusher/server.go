@@ -39,6 +39,10 @@ type Options struct {
 	CORSMethods        []string
 	CORSHeaders        []string
 	MemoryThresholdPct float64 // /accept-traffic, 85
+	// Ready, when set, gates /ready beyond shutdown: a cluster node answers
+	// 503 until it is in its group, so that load balancers never route to a
+	// node that is still joining (and could be wiped by a merge).
+	Ready func() bool
 }
 
 // Server runs the Pusher protocol over connections handed to it by a transport.
