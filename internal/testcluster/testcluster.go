@@ -95,6 +95,13 @@ func (w *Webhooks) Send(_ *pusher.App, ev pusher.WebhookEvent) {
 	w.Events = append(w.Events, ev)
 }
 
+// Snapshot returns a copy of the events sent so far.
+func (w *Webhooks) Snapshot() []pusher.WebhookEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]pusher.WebhookEvent(nil), w.Events...)
+}
+
 // Count returns how many events named name were sent for channel.
 func (w *Webhooks) Count(name, channel string) int {
 	w.mu.Lock()

@@ -152,6 +152,7 @@ func (a *Adapter) alivePeers() []string {
 // until ctx ends.
 func (a *Adapter) Run(ctx context.Context) {
 	go a.retry.run(ctx)
+	go a.sendHooks(ctx)
 	t := time.NewTicker(a.cfg.CountsInterval)
 	defer t.Stop()
 	for {

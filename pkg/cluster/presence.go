@@ -19,16 +19,13 @@ var ErrReplicaUnavailable = errors.New("cluster: replicated state unavailable")
 
 // Subscribe joins c locally and, on this node's first subscriber or first
 // socket of a user, records the transition in the replicated state. The
-// cluster-wide transitions are decided when that write commits.
+// cluster-wide transitions are decided when that write commits, and the
+// server is told of none of them: every node tells its own sockets as the
+// log applies (OnApply), and the leader sends every webhook from the
+// replicated outbox (webhooks.go).
 func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string, m *pusher.Member) (pusher.JoinResult, error) {
 	app := c.App
 	fsm := a.replica.FSM()
-	if m != nil {
-		limit := app.MaxPresenceMembersPerChannel
-		if limit >= 0 && !fsm.IsMember(app.ID, channel, m.UserID) && fsm.MemberCount(app.ID, channel)+1 > limit {
-			return pusher.JoinResult{}, pusher.ErrMemberLimit
-		}
-	}
 	res, err := a.local.Subscribe(ctx, c, channel, m)
 	if err != nil {
 		return res, err
@@ -36,8 +33,14 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 	out := pusher.JoinResult{}
 	if m != nil {
 		if res.MemberAdded {
-			r, err := a.apply(ctx, consensus.PresenceJoin{App: app.ID, Channel: channel, UserID: m.UserID,
-				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
+			// The member limit is decided at commit, over the whole cluster.
+			_, err := a.apply(ctx, consensus.PresenceJoin{App: app.ID, Channel: channel, UserID: m.UserID,
+				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation,
+				MaxMembers: memberLimit(app)})
+			if errors.Is(err, consensus.ErrLimit) {
+				_, _ = a.local.Unsubscribe(ctx, c, channel)
+				return pusher.JoinResult{}, pusher.ErrMemberLimit
+			}
 			if err != nil {
 				// Undo the local join: the client is told the subscription
 				// failed. The write may still have committed (a timeout), so
@@ -47,9 +50,6 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 				a.retry.member(app.ID, channel, *m)
 				return pusher.JoinResult{}, fmt.Errorf("%w: %w", ErrReplicaUnavailable, err)
 			}
-			out.MemberAdded = r.MemberAdded
-			out.Announced = true
-			out.ID = r.WebhookID()
 		}
 		// Apply returned after this replica applied the join, so the list
 		// has it; member events from now on are those committed after it.
@@ -63,13 +63,9 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 			a.retry.occupancy(app.ID, channel)
 			return out, nil
 		}
-		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
-			Incarnation: a.cfg.Incarnation, Occupied: true})
-		if err != nil {
+		if _, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
+			Incarnation: a.cfg.Incarnation, Occupied: true}); err != nil {
 			a.retry.occupancy(app.ID, channel)
-		} else {
-			out.Occupied = r.ChannelOccupied
-			out.ID = joinIDs(out.ID, r.WebhookID())
 		}
 	}
 	return out, nil
@@ -92,27 +88,17 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 	if m := res.RemovedMember; m != nil && !a.hasLeader() {
 		a.retry.member(app.ID, channel, *m)
 	} else if m != nil {
-		r, err := a.apply(ctx, consensus.PresenceLeave{App: app.ID, Channel: channel, UserID: m.UserID,
-			Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
-		switch {
-		case err != nil:
+		if _, err := a.apply(ctx, consensus.PresenceLeave{App: app.ID, Channel: channel, UserID: m.UserID,
+			Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation}); err != nil {
 			a.retry.member(app.ID, channel, *m)
-		case r.MemberRemoved:
-			out.RemovedMember = m
-			out.Announced = true
-			out.ID = r.WebhookID()
 		}
 	}
 	if res.Vacated && !a.hasLeader() {
 		a.retry.occupancy(app.ID, channel)
 	} else if res.Vacated {
-		r, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
-			Incarnation: a.cfg.Incarnation, Occupied: false})
-		if err != nil {
+		if _, err := a.apply(ctx, consensus.Occupancy{App: app.ID, Channel: channel, Node: a.cfg.NodeID,
+			Incarnation: a.cfg.Incarnation, Occupied: false}); err != nil {
 			a.retry.occupancy(app.ID, channel)
-		} else {
-			out.Vacated = r.ChannelVacated
-			out.ID = joinIDs(out.ID, r.WebhookID())
 		}
 	}
 	return out, nil
@@ -148,9 +134,8 @@ func toMembers(ms []consensus.Member) []pusher.Member {
 // and holds back the removal of a user still connected here), so clients
 // everywhere see the replicated list's changes in one order, and a node
 // that was cut off replays what it missed as it catches up. A node purge (a
-// dead or restarted node) also empties channels: the leader, which
-// proposed it, sends those webhooks; the proposer of a join or leave sends
-// its own.
+// dead or restarted node) also empties channels. Webhooks are not sent
+// from here but from the replicated outbox (webhooks.go).
 func (a *Adapter) OnApply(r consensus.Result) {
 	if r.Status != consensus.StatusApplied {
 		return
@@ -165,25 +150,9 @@ func (a *Adapter) OnApply(r consensus.Result) {
 			}
 		}
 	}
-	if len(r.Removed) == 0 && len(r.Vacated) == 0 {
-		return
-	}
-	ctx := context.Background()
-	leader := a.replica.IsLeader()
 	for _, rm := range r.Removed {
-		m := pusher.Member(rm.Member)
 		if a.view.removed(rm.App, rm.Channel, rm.Member, r.Index) {
-			a.retry.member(rm.App, rm.Channel, m)
-		}
-		if leader {
-			a.announce(ctx, rm.App, pusher.Transition{Channel: rm.Channel, MemberRemoved: &m, WebhooksOnly: true,
-				ID: r.WebhookID() + "/" + rm.Channel + "/" + string(m.UserID)})
-		}
-	}
-	if leader {
-		for _, v := range r.Vacated {
-			a.announce(ctx, v.App, pusher.Transition{Channel: v.Channel, Vacated: true, WebhooksOnly: true,
-				ID: r.WebhookID() + "/" + v.Channel})
+			a.retry.member(rm.App, rm.Channel, pusher.Member(rm.Member))
 		}
 	}
 }
@@ -201,24 +170,17 @@ func (a *Adapter) Reannounce(ctx context.Context) {
 			a.retry.occupancy(ch.App, ch.Channel)
 		}
 		for _, m := range ch.Members {
-			r, err := a.apply(ctx, consensus.PresenceJoin{App: ch.App, Channel: ch.Channel, UserID: m.UserID,
-				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation})
-			if err != nil {
+			if _, err := a.apply(ctx, consensus.PresenceJoin{App: ch.App, Channel: ch.Channel, UserID: m.UserID,
+				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation}); err != nil {
 				a.retry.member(ch.App, ch.Channel, m)
-				continue
-			}
-			if r.MemberAdded {
-				mm := m
-				a.announce(ctx, ch.App, pusher.Transition{Channel: ch.Channel, MemberAdded: &mm, WebhooksOnly: true, ID: r.WebhookID()})
 			}
 		}
 	}
 }
 
-// joinIDs combines the ids of the writes behind one result.
-func joinIDs(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "+" + b
+// memberLimit is the app's presence member limit for the replicated
+// state: 0 means none beyond the state's own cap (an app limit of 0 never
+// gets here: the local adapter refuses every member itself).
+func memberLimit(app *pusher.App) int {
+	return max(app.MaxPresenceMembersPerChannel, 0)
 }

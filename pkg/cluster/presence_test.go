@@ -189,3 +189,77 @@ func TestPresence_PurgeOfALiveNodeIsHeldBack(t *testing.T) {
 func signPresence(c *testcluster.Client, channel, channelData string) string {
 	return pusher.Sign(testcluster.App.Secret, c.SocketID+":"+channel+":"+channelData)
 }
+
+// Joins racing on every node cannot pass the app's member limit: it is
+// decided at commit.
+func TestPresence_MemberLimitDecidedAtCommit(t *testing.T) {
+	app := *testcluster.App
+	app.MaxPresenceMembersPerChannel = 2
+	c := testcluster.NewWithOptions(t, 3, testcluster.Options{App: &app})
+	c.WaitReady(20 * time.Second)
+	const ch = "presence-limited"
+	clients := make([]*testcluster.Client, 6)
+	for i := range clients {
+		clients[i] = c.Nodes[i%3].Connect(t)
+	}
+	var wg sync.WaitGroup
+	results := make([]string, len(clients))
+	for i, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			join(cl, ch, strconv.Itoa(i+1))
+			m := cl.ExpectEither("pusher_internal:subscription_succeeded", "pusher:subscription_error")
+			results[i], _ = m["event"].(string)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, r := range results {
+		if r == "pusher_internal:subscription_succeeded" {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d joins succeeded under a limit of 2: %v", ok, results)
+	}
+	for _, n := range c.Nodes {
+		_, body := n.API(t, "GET", "/apps/app-id/channels/"+ch+"/users", nil, nil)
+		if users, _ := body["users"].([]any); len(users) != 2 {
+			t.Fatalf("node %d lists %v", n.Index, body)
+		}
+	}
+}
+
+// Every committed transition gets its webhook even when the leader dies
+// right after: the new leader sends what the outbox still holds, under the
+// same ids.
+func TestPresence_WebhooksSurviveALeaderChange(t *testing.T) {
+	c := testcluster.New(t, 3)
+	c.WaitReady(20 * time.Second)
+	lead := c.Leader()
+	follower := (lead + 1) % 3
+	const ch = "presence-hooks"
+	const users = 10
+	for i := range users {
+		c.Nodes[follower].Connect(t).JoinPresence(ch, strconv.Itoa(i+1))
+	}
+	c.Kill(lead)
+	testutil.WaitFor(t, 15*time.Second, "a webhook for every member", func() bool {
+		return distinctHooks(c, pusher.WebhookMemberAdded, ch) == users
+	})
+	if n := distinctHooks(c, pusher.WebhookChannelOccupied, ch); n != 1 {
+		t.Fatalf("channel_occupied webhooks with %d ids, want 1", n)
+	}
+}
+
+// distinctHooks counts the distinct webhook ids of name for channel.
+func distinctHooks(c *testcluster.Cluster, name, channel string) int {
+	ids := map[string]bool{}
+	for _, e := range c.Hooks.Snapshot() {
+		if e.Name == name && e.Channel == channel {
+			ids[e.ID] = true
+		}
+	}
+	return len(ids)
+}

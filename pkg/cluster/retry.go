@@ -130,31 +130,19 @@ func (q *retryQueue) pass(ctx context.Context) {
 			cmd = consensus.PresenceJoin{App: it.app, Channel: it.channel, UserID: it.member.UserID,
 				UserInfo: it.member.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation}
 		}
-		r, err := a.apply(ctx, cmd)
-		if err != nil && !errors.Is(err, consensus.ErrStale) && !errors.Is(err, consensus.ErrLimit) {
+		if _, err := a.apply(ctx, cmd); err != nil && !errors.Is(err, consensus.ErrStale) && !errors.Is(err, consensus.ErrLimit) {
 			requeue(members[i:], occ)
 			return
-		}
-		m := it.member
-		switch {
-		case r.MemberAdded:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberAdded: &m, WebhooksOnly: true, ID: r.WebhookID()})
-		case r.MemberRemoved:
-			a.announce(ctx, it.app, pusher.Transition{Channel: it.channel, MemberRemoved: &m, WebhooksOnly: true, ID: r.WebhookID()})
 		}
 	}
 	for k := range occ {
 		occupied := a.local.HasLocalSubscribers(k[0], k[1])
-		r, err := a.apply(ctx, consensus.Occupancy{App: k[0], Channel: k[1], Node: a.cfg.NodeID,
+		_, err := a.apply(ctx, consensus.Occupancy{App: k[0], Channel: k[1], Node: a.cfg.NodeID,
 			Incarnation: a.cfg.Incarnation, Occupied: occupied})
 		if err != nil && !errors.Is(err, consensus.ErrStale) && !errors.Is(err, consensus.ErrLimit) {
 			requeue(nil, occ)
 			return
 		}
 		delete(occ, k)
-		if r.ChannelOccupied || r.ChannelVacated {
-			a.announce(ctx, k[0], pusher.Transition{Channel: k[1], Occupied: r.ChannelOccupied,
-				Vacated: r.ChannelVacated, WebhooksOnly: true, ID: r.WebhookID()})
-		}
 	}
 }

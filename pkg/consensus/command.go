@@ -16,6 +16,7 @@ const (
 	CmdPresenceJoin  CommandType = 3
 	CmdPresenceLeave CommandType = 4
 	CmdOccupancy     CommandType = 5
+	CmdHooksSent     CommandType = 6
 )
 
 func (t CommandType) String() string {
@@ -30,6 +31,8 @@ func (t CommandType) String() string {
 		return "presence_leave"
 	case CmdOccupancy:
 		return "occupancy"
+	case CmdHooksSent:
+		return "hooks_sent"
 	}
 	return fmt.Sprintf("command_%d", uint8(t))
 }
@@ -71,7 +74,9 @@ type NodeGone struct {
 }
 
 // PresenceJoin records that a node has a socket of a user in a presence
-// channel (its first; repeating it changes nothing).
+// channel (its first; repeating it changes nothing). MaxMembers, when set,
+// is the app's member limit, decided at commit so that joins racing on
+// several nodes cannot pass it together.
 type PresenceJoin struct {
 	App         string          `json:"app"`
 	Channel     string          `json:"channel"`
@@ -79,6 +84,7 @@ type PresenceJoin struct {
 	UserInfo    json.RawMessage `json:"user_info,omitempty"`
 	Node        string          `json:"node"`
 	Incarnation uint64          `json:"incarnation"`
+	MaxMembers  int             `json:"max_members,omitempty"`
 }
 
 // PresenceLeave records that a node has no socket of a user left in a
@@ -222,6 +228,8 @@ func DecodeCommand(b []byte) (Command, error) {
 		c = v
 	case CmdOccupancy:
 		c, err = decodeAs[Occupancy](body)
+	case CmdHooksSent:
+		c, err = decodeAs[HooksSent](body)
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}

@@ -25,11 +25,14 @@ type Limits struct {
 	MaxEntries int
 	// MaxNodes caps registered nodes; NodeUp of a new node is rejected.
 	MaxNodes int
+	// MaxPendingHooks caps the webhook outbox; the oldest are dropped.
+	MaxPendingHooks int
 }
 
 // DefaultLimits are far above Pusher's 100 members per channel; they only
 // keep a misbehaving proposer from exhausting memory on every replica.
-var DefaultLimits = Limits{MaxMembersPerChannel: 10_000, MaxEntries: 1_000_000, MaxNodes: 1024}
+var DefaultLimits = Limits{MaxMembersPerChannel: 10_000, MaxEntries: 1_000_000, MaxNodes: 1024,
+	MaxPendingHooks: DefaultMaxPendingHooks}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxMembersPerChannel <= 0 {
@@ -40,6 +43,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxNodes <= 0 {
 		l.MaxNodes = DefaultLimits.MaxNodes
+	}
+	if l.MaxPendingHooks <= 0 {
+		l.MaxPendingHooks = DefaultLimits.MaxPendingHooks
 	}
 	return l
 }
@@ -66,6 +72,9 @@ type state struct {
 	nodes   map[string]uint64                   // node id → incarnation
 	apps    map[string]map[string]*channelState // app → channel → state
 	entries int
+	// hooks is the webhook outbox (hooks.go), in log order.
+	hooks        []Hook
+	hooksDropped uint64
 }
 
 func newState() *state {
@@ -149,6 +158,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		res.Type = cmd.Type()
 		f.mu.Lock()
 		f.apply(cmd, &res)
+		f.recordHooks(&res)
 		f.index = l.Index
 		f.mu.Unlock()
 	}
@@ -218,6 +228,9 @@ func (f *FSM) apply(cmd Command, res *Result) {
 			return
 		}
 		f.occupancy(c, res)
+
+	case HooksSent:
+		f.hooksSent(c)
 	}
 }
 
@@ -243,8 +256,12 @@ func (f *FSM) join(c PresenceJoin, res *Result) {
 	if ch != nil {
 		m = ch.members[key]
 	}
+	limit := f.limits.MaxMembersPerChannel
+	if c.MaxMembers > 0 {
+		limit = min(limit, c.MaxMembers)
+	}
 	switch {
-	case m == nil && ch != nil && len(ch.members) >= f.limits.MaxMembersPerChannel:
+	case m == nil && ch != nil && len(ch.members) >= limit:
 		res.Status, res.Reason = StatusLimit, fmt.Sprintf("channel has %d members", len(ch.members))
 		return
 	case (m == nil || m.sockets[c.Node] == 0) && s.entries >= f.limits.MaxEntries:

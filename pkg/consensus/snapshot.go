@@ -10,7 +10,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-const snapshotVersion = 1
+// snapshotVersion 2 added the webhook outbox; version 1 snapshots load with
+// an empty one.
+const snapshotVersion = 2
 
 // snapshotData is the persisted form of the state: small (presence,
 // occupancy and incarnations only) and in a stable order.
@@ -19,6 +21,9 @@ type snapshotData struct {
 	Index    uint64            `json:"index"`
 	Nodes    map[string]uint64 `json:"nodes"`
 	Channels []snapChannel     `json:"channels"`
+	Hooks    []Hook            `json:"hooks,omitempty"`
+	// HooksDropped counts hooks dropped at the outbox's bound.
+	HooksDropped uint64 `json:"hooks_dropped,omitempty"`
 }
 
 type snapChannel struct {
@@ -43,7 +48,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (s *state) export(index uint64) *snapshotData {
-	d := &snapshotData{Version: snapshotVersion, Index: index, Nodes: make(map[string]uint64, len(s.nodes))}
+	d := &snapshotData{Version: snapshotVersion, Index: index, Nodes: make(map[string]uint64, len(s.nodes)),
+		Hooks: slices.Clone(s.hooks), HooksDropped: s.hooksDropped}
 	for id, inc := range s.nodes {
 		d.Nodes[id] = inc
 	}
@@ -94,10 +100,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 // build does not enforce Limits: the snapshot was produced by an FSM that
 // did, and a lowered cap must not make a node unable to load its state.
 func (d *snapshotData) build() (*state, error) {
-	if d.Version != snapshotVersion {
+	if d.Version != snapshotVersion && d.Version != 1 {
 		return nil, fmt.Errorf("snapshot version %d, want %d", d.Version, snapshotVersion)
 	}
 	st := newState()
+	st.hooks, st.hooksDropped = d.Hooks, d.HooksDropped
+	for i, h := range st.hooks {
+		if h.Index == 0 || h.Event == "" || h.App == "" || h.Channel == "" || (i > 0 && st.hooks[i-1].Index > h.Index) {
+			return nil, fmt.Errorf("snapshot hook %d is malformed or out of order", i)
+		}
+	}
 	for id, inc := range d.Nodes {
 		st.nodes[id] = inc
 	}
