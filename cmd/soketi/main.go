@@ -98,6 +98,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := serve(ctx, cfg, logger); err != nil {
+		var cfgErr *config.Error
+		if errors.As(err, &cfgErr) { // found only while starting: a value the operator must fix
+			fmt.Fprintf(stderr, "soketi: %v\n", err)
+			return 2
+		}
 		logger.Error("server stopped", "err", err)
 		return 1
 	}

@@ -58,3 +58,42 @@ func TestRun_InvalidConfigExits2BeforeBinding(t *testing.T) {
 		probe.Close()
 	}
 }
+
+// The cluster's TLS settings are checked before anything is bound: all
+// three files or none, a key with them, and files that load.
+func TestRun_ClusterTLSErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	for _, tc := range []struct {
+		env  map[string]string
+		name string
+	}{
+		{map[string]string{"CLUSTER_TLS_CA": dir + "/ca.pem"}, "CLUSTER_TLS_CA"},
+		{map[string]string{"CLUSTER_TLS_CA": dir + "/ca.pem", "CLUSTER_TLS_CERT": dir + "/n.pem",
+			"CLUSTER_TLS_KEY": dir + "/n.key"}, "CLUSTER_TLS_CA"}, // no CLUSTER_KEY
+		{map[string]string{"CLUSTER_TLS_CA": dir + "/ca.pem", "CLUSTER_TLS_CERT": dir + "/n.pem",
+			"CLUSTER_TLS_KEY": dir + "/n.key", "CLUSTER_KEY": "c29rZXRpLWNtZC10ZXN0LWtleS1vZi0zMi1ieXRlcyE="}, "CLUSTER_TLS_CERT"},
+	} {
+		var out, errb bytes.Buffer
+		getenv := func(k string) string {
+			switch k {
+			case "ADAPTER_DRIVER":
+				return "cluster"
+			case "CLUSTER_DATA_DIR":
+				return dir
+			case "SOKETI_PORT":
+				return port
+			}
+			return tc.env[k]
+		}
+		code := run([]string{"start"}, getenv, &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), tc.name) {
+			t.Errorf("%v: exit %d, stderr %q", tc.env, code, errb.String())
+		}
+	}
+}
