@@ -8,7 +8,8 @@
 //
 // Events are the protocol frames each client receives (pusher:*, pusher_internal:*
 // and app events, as the server sent them) plus "state" for connection state
-// changes. Presence payloads are summarised (ids and sizes, not user_info) so
+// changes and "error" for connection errors ({type, code, message}: the
+// close code, e.g. 4200). Presence payloads are summarised (ids and sizes, not user_info) so
 // a 100-member channel does not flood the pipe; the "members" command returns
 // pusher-js's own member list in full.
 //
@@ -81,6 +82,19 @@ function summarise(event, data) {
   return data;
 }
 
+// describeError keeps what identifies a pusher-js connection error.
+function describeError(err) {
+  if (!err || typeof err !== 'object') return { message: String(err) };
+  const out = { type: err.type };
+  const d = err.data || (err.error && err.error.data);
+  if (d && typeof d === 'object') {
+    out.code = d.code;
+    out.message = d.message;
+  }
+  if (err.error && !out.message) out.message = String(err.error.message || err.error.type || err.error);
+  return out;
+}
+
 // waitFor resolves with the first value check returns (not undefined) for a
 // frame of client c, or rejects after ms.
 function waitFor(c, ms, what, check) {
@@ -125,6 +139,8 @@ const ops = {
     });
     clients.set(id, c);
     c.pusher.connection.bind('state_change', (s) => emit({ id, t: Date.now(), event: 'state', data: s }));
+    // Why a connection went: close codes (4200 …) and transport errors.
+    c.pusher.connection.bind('error', (err) => emit({ id, t: Date.now(), event: 'error', data: describeError(err) }));
     c.pusher.connection.bind('message', (m) => {
       if (quiet || m.event === 'pusher:pong' || m.event === 'pusher:ping') return;
       emit({ id, t: Date.now(), event: m.event, channel: m.channel, data: summarise(m.event, m.data) });

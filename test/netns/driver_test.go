@@ -33,7 +33,8 @@ type clients struct {
 	changed chan struct{} // closed and replaced on every new event
 }
 
-// event is a frame received by a client, or "state" for a connection state change.
+// event is a frame received by a client, "state" for a connection state change
+// or "error" for a connection error (clients.js).
 type event struct {
 	ID      string          `json:"id"`
 	T       int64           `json:"t"` // ms since the epoch, in the Node process
