@@ -109,9 +109,17 @@ func (a *Adapter) hasLeader() bool {
 	return id != ""
 }
 
+// apply makes a replicated write for this node, within ApplyTimeout.
+// Presence joins, leaves and occupancy changes go through the node's
+// batcher (batch.go), which commits those made at once in one entry; the
+// result is the write's own, a limit (ErrLimit) or a stale incarnation
+// (ErrStale) as for a write alone.
 func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ApplyTimeout)
 	defer cancel()
+	if consensus.Batchable(cmd.Type()) {
+		return a.batcher().submit(ctx, a.replica, a.cfg.ApplyTimeout, cmd)
+	}
 	return a.replica.Apply(ctx, cmd)
 }
 

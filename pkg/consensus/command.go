@@ -17,6 +17,7 @@ const (
 	CmdPresenceLeave CommandType = 4
 	CmdOccupancy     CommandType = 5
 	CmdHooksSent     CommandType = 6
+	CmdBatch         CommandType = 7
 )
 
 func (t CommandType) String() string {
@@ -33,6 +34,8 @@ func (t CommandType) String() string {
 		return "occupancy"
 	case CmdHooksSent:
 		return "hooks_sent"
+	case CmdBatch:
+		return "batch"
 	}
 	return fmt.Sprintf("command_%d", uint8(t))
 }
@@ -44,6 +47,8 @@ const (
 	maxNameLen      = 256 // app id, channel name, node id
 	maxUserIDLen    = 1024
 	maxUserInfoSize = 32 << 10
+	// MaxBatchCommands caps the sub-commands of one Batch.
+	MaxBatchCommands = 1024
 )
 
 var (
@@ -107,11 +112,35 @@ type Occupancy struct {
 	Occupied    bool   `json:"occupied"`
 }
 
+// Batch is one node's group commit: presence joins, leaves and occupancy
+// changes applied in order in one log entry, each as if it had an entry of
+// its own, with its own Result (Result.Batch). Other commands, batches
+// included, cannot be batched.
+type Batch struct {
+	Commands []Command
+}
+
+// batchJSON is a Batch on the wire: each sub-command's type, then its JSON.
+type batchJSON struct {
+	Commands []batchItem `json:"commands"`
+}
+
+type batchItem struct {
+	Type    CommandType     `json:"type"`
+	Command json.RawMessage `json:"command"`
+}
+
+// Batchable reports whether commands of type t may go in a Batch.
+func Batchable(t CommandType) bool {
+	return t == CmdPresenceJoin || t == CmdPresenceLeave || t == CmdOccupancy
+}
+
 func (NodeUp) Type() CommandType        { return CmdNodeUp }
 func (NodeGone) Type() CommandType      { return CmdNodeGone }
 func (PresenceJoin) Type() CommandType  { return CmdPresenceJoin }
 func (PresenceLeave) Type() CommandType { return CmdPresenceLeave }
 func (Occupancy) Type() CommandType     { return CmdOccupancy }
+func (Batch) Type() CommandType         { return CmdBatch }
 
 func (c NodeUp) validate() error {
 	if err := checkName("node", c.Node); err != nil {
@@ -150,6 +179,83 @@ func (c PresenceLeave) validate() error {
 
 func (c Occupancy) validate() error { return checkChannel(c.App, c.Channel, c.Node) }
 
+func (c Batch) validate() error {
+	if err := checkBatchLen(len(c.Commands)); err != nil {
+		return err
+	}
+	for i, sub := range c.Commands {
+		if err := checkBatchable(i, sub); err != nil {
+			return err
+		}
+		if err := sub.validate(); err != nil {
+			return fmt.Errorf("batch command %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func checkBatchLen(n int) error {
+	if n == 0 || n > MaxBatchCommands {
+		return fmt.Errorf("%w: batch of %d commands, want 1..%d", ErrBadCommand, n, MaxBatchCommands)
+	}
+	return nil
+}
+
+func checkBatchable(i int, sub Command) error {
+	if sub == nil {
+		return fmt.Errorf("%w: batch command %d is nil", ErrBadCommand, i)
+	}
+	if !Batchable(sub.Type()) {
+		return fmt.Errorf("%w: batch command %d: %s cannot be batched", ErrBadCommand, i, sub.Type())
+	}
+	return nil
+}
+
+// encode returns the JSON of c, each sub-command normalised as
+// EncodeCommand does alone, so that a user's key is the same either way.
+func (c Batch) encode() ([]byte, error) {
+	if err := checkBatchLen(len(c.Commands)); err != nil {
+		return nil, err
+	}
+	w := batchJSON{Commands: make([]batchItem, 0, len(c.Commands))}
+	for i, sub := range c.Commands {
+		if err := checkBatchable(i, sub); err != nil {
+			return nil, err
+		}
+		body, err := encodeBody(sub)
+		if err != nil {
+			return nil, fmt.Errorf("batch command %d: %w", i, err)
+		}
+		w.Commands = append(w.Commands, batchItem{Type: sub.Type(), Command: body})
+	}
+	return json.Marshal(w)
+}
+
+// decodeBatch parses a Batch's JSON. Its size is bounded by
+// MaxCommandSize, and so is what it allocates; a batch inside a batch is
+// refused before it is parsed.
+func decodeBatch(body []byte) (Command, error) {
+	w, err := decodeAs[batchJSON](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBatchLen(len(w.Commands)); err != nil {
+		return nil, err
+	}
+	b := Batch{Commands: make([]Command, 0, len(w.Commands))}
+	for i, it := range w.Commands {
+		if !Batchable(it.Type) {
+			return nil, fmt.Errorf("%w: batch command %d: %s cannot be batched", ErrBadCommand, i, it.Type)
+		}
+		sub, err := decodeBody(it.Type, it.Command)
+		if err != nil {
+			return nil, fmt.Errorf("batch command %d: %w", i, err)
+		}
+		b.Commands = append(b.Commands, sub)
+	}
+	return b, nil
+}
+
 func checkName(field, s string) error {
 	if s == "" || len(s) > maxNameLen {
 		return fmt.Errorf("%w: %s must be 1..%d bytes", ErrBadCommand, field, maxNameLen)
@@ -176,18 +282,7 @@ func checkUserID(id json.RawMessage) error {
 // EncodeCommand returns the log data for c: its type byte, then JSON.
 // User ids are compacted so that equal JSON values get equal keys.
 func EncodeCommand(c Command) ([]byte, error) {
-	switch v := c.(type) {
-	case PresenceJoin:
-		v.UserID, v.UserInfo = compact(v.UserID), compact(v.UserInfo)
-		c = v
-	case PresenceLeave:
-		v.UserID = compact(v.UserID)
-		c = v
-	}
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("encode %s: %w", c.Type(), err)
-	}
-	body, err := json.Marshal(c)
+	body, err := encodeBody(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Type(), err)
 	}
@@ -195,6 +290,24 @@ func EncodeCommand(c Command) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w: %d bytes", c.Type(), ErrBadCommand, 1+len(body))
 	}
 	return append([]byte{byte(c.Type())}, body...), nil
+}
+
+// encodeBody normalises and validates c and returns its JSON.
+func encodeBody(c Command) ([]byte, error) {
+	switch v := c.(type) {
+	case PresenceJoin:
+		v.UserID, v.UserInfo = compact(v.UserID), compact(v.UserInfo)
+		c = v
+	case PresenceLeave:
+		v.UserID = compact(v.UserID)
+		c = v
+	case Batch:
+		return v.encode()
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(c)
 }
 
 // DecodeCommand parses log data. It never panics; any input that
@@ -206,12 +319,16 @@ func DecodeCommand(b []byte) (Command, error) {
 	if len(b) > MaxCommandSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(b))
 	}
+	return decodeBody(CommandType(b[0]), b[1:])
+}
+
+// decodeBody parses and validates the JSON of a command of type t.
+func decodeBody(t CommandType, body []byte) (Command, error) {
 	var (
 		c   Command
 		err error
 	)
-	body := b[1:]
-	switch t := CommandType(b[0]); t {
+	switch t {
 	case CmdNodeUp:
 		c, err = decodeAs[NodeUp](body)
 	case CmdNodeGone:
@@ -230,6 +347,8 @@ func DecodeCommand(b []byte) (Command, error) {
 		c, err = decodeAs[Occupancy](body)
 	case CmdHooksSent:
 		c, err = decodeAs[HooksSent](body)
+	case CmdBatch:
+		return decodeBatch(body) // it validates each sub-command
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}

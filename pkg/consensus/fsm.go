@@ -142,7 +142,9 @@ func (f *FSM) SetObserver(fn func(Result)) {
 	f.observer.Store(&fn)
 }
 
-// Apply implements raft.FSM. It always returns a Result.
+// Apply implements raft.FSM. It always returns a Result. A Batch's
+// sub-commands apply in order, each with its own Result (Sub is its
+// position), and the observer gets each sub-result, not the Batch's.
 func (f *FSM) Apply(l *raft.Log) any {
 	res := Result{Index: l.Index, Status: StatusApplied}
 	cmd, err := DecodeCommand(l.Data)
@@ -157,14 +159,32 @@ func (f *FSM) Apply(l *raft.Log) any {
 	} else {
 		res.Type = cmd.Type()
 		f.mu.Lock()
-		f.apply(cmd, &res)
-		f.recordHooks(&res)
+		if b, ok := cmd.(Batch); ok {
+			res.Batch = make([]Result, len(b.Commands))
+			seq := 0
+			for i, sub := range b.Commands {
+				sr := &res.Batch[i]
+				*sr = Result{Index: l.Index, Sub: i + 1, Type: sub.Type(), Status: StatusApplied}
+				f.apply(sub, sr)
+				seq = f.recordHooks(sr, seq)
+			}
+		} else {
+			f.apply(cmd, &res)
+			f.recordHooks(&res, 0)
+		}
+		f.trimHooks()
 		f.index = l.Index
 		f.mu.Unlock()
 	}
 	f.advance(l.Index)
 	if fn := f.observer.Load(); fn != nil {
-		(*fn)(res)
+		if res.Batch != nil {
+			for _, sr := range res.Batch {
+				(*fn)(sr)
+			}
+		} else {
+			(*fn)(res)
+		}
 	}
 	return res
 }

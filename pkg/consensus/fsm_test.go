@@ -402,8 +402,21 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for _, c := range []Command{
+		Batch{Commands: []Command{join("a", 1, "presence-x", `"u"`), leave("a", 1, "presence-x", `"u"`), occ("a", 1, "c", true)}},
+		Batch{Commands: []Command{occ("a", 1, "c", false)}},
+	} {
+		b, err := EncodeCommand(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte{})
 	f.Add([]byte("\x03{\"user_id\":}"))
+	f.Add([]byte("\x07{\"commands\":[{\"type\":7,\"command\":{\"commands\":[]}}]}"))
+	f.Add([]byte("\x07{\"commands\":[{\"type\":1,\"command\":{\"node\":\"a\",\"incarnation\":1}}]}"))
+	f.Add([]byte("\x07{\"commands\":[{\"type\":5,\"command\":{\"app\":\"a\",\"channel\":\"c\",\"node\":\"a\"}},{\"type\":4}]}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := DecodeCommand(data)
 		if err != nil {

@@ -55,13 +55,13 @@ func (c HooksSent) validate() error {
 	return nil
 }
 
-// recordHooks appends the webhooks that res's transitions owe; f.mu is
-// held. Only applied results have any.
-func (f *FSM) recordHooks(res *Result) {
+// recordHooks appends the webhooks that res's transitions owe, numbered
+// from seq, and returns the next number: the sub-results of one Batch
+// entry continue one sequence. f.mu is held. Only applied results have any.
+func (f *FSM) recordHooks(res *Result, seq int) int {
 	if res.Status != StatusApplied {
-		return
+		return seq
 	}
-	seq := 0
 	add := func(event, app, channel string, user json.RawMessage) {
 		f.st.hooks = append(f.st.hooks, Hook{Index: res.Index, Seq: seq, Event: event, App: app, Channel: channel, UserID: user})
 		seq++
@@ -84,6 +84,11 @@ func (f *FSM) recordHooks(res *Result) {
 	for _, v := range res.Vacated {
 		add(HookChannelVacated, v.App, v.Channel, nil)
 	}
+	return seq
+}
+
+// trimHooks drops the oldest hooks beyond the outbox's bound; f.mu is held.
+func (f *FSM) trimHooks() {
 	if over := len(f.st.hooks) - f.limits.MaxPendingHooks; over > 0 {
 		f.st.hooksDropped += uint64(over)
 		f.st.hooks = append(f.st.hooks[:0:0], f.st.hooks[over:]...)

@@ -53,7 +53,11 @@ var (
 type Result struct {
 	// Index is the raft log index; with Type it identifies the transition
 	// (see WebhookID), the same on every node and across retries.
-	Index  uint64      `json:"index"`
+	Index uint64 `json:"index"`
+	// Sub is the 1-based position of a sub-command in a Batch entry, 0 for
+	// a command with an entry of its own: with Index it identifies the
+	// sub-command's transitions.
+	Sub    int         `json:"sub,omitempty"`
 	Type   CommandType `json:"type"`
 	Status Status      `json:"status"`
 	Reason string      `json:"reason,omitempty"`
@@ -82,6 +86,11 @@ type Result struct {
 	// NodeGone, or NodeUp with a new incarnation: what the purge removed.
 	Removed []RemovedMember `json:"removed,omitempty"`
 	Vacated []ChannelRef    `json:"vacated,omitempty"`
+
+	// Batch: the Result of each sub-command, in order. The Batch's own
+	// Status is StatusApplied once the entry is valid; each sub-result has
+	// its own.
+	Batch []Result `json:"batch,omitempty"`
 }
 
 // Err maps a non-applied status to its sentinel error.
@@ -99,5 +108,11 @@ func (r Result) Err() error {
 }
 
 // WebhookID is an idempotency key for webhooks caused by this result:
-// equal on every node, so a new leader re-sending it can be deduplicated.
-func (r Result) WebhookID() string { return fmt.Sprintf("%d-%s", r.Index, r.Type) }
+// equal on every node, so a new leader re-sending it can be deduplicated,
+// and distinct for each sub-command of a Batch.
+func (r Result) WebhookID() string {
+	if r.Sub > 0 {
+		return fmt.Sprintf("%d.%d-%s", r.Index, r.Sub, r.Type)
+	}
+	return fmt.Sprintf("%d-%s", r.Index, r.Type)
+}
