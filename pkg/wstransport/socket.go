@@ -25,7 +25,7 @@ type socket struct {
 
 // writeTimeout bounds one write to a client; a client that cannot take its
 // frames within it is disconnected rather than allowed to hold memory.
-const writeTimeout = 10 * time.Second
+var writeTimeout = 10 * time.Second
 
 // closeReplyWait is how long a closed connection waits for the client's close frame.
 const closeReplyWait = 2 * time.Second
@@ -68,6 +68,11 @@ func (t *socket) writeFd(fd uintptr) bool {
 func (t *socket) WriteBuffers(b *net.Buffers) error {
 	_ = t.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := b.WriteTo(t.nc)
+	if err == nil {
+		// The deadline bounds this write only: left set, it would fail the
+		// next TryWrite (RawConn.Write honours it) long after this one.
+		_ = t.nc.SetWriteDeadline(time.Time{})
+	}
 	return err
 }
 

@@ -53,6 +53,26 @@ func TestSocket_TryWriteDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// A queued write's deadline does not outlive it: a direct write after the
+// deadline would have passed still goes through (it used to fail with an
+// i/o timeout, dropping idle sockets that had once had frames queued).
+func TestSocket_WriteDeadlineEndsWithTheWrite(t *testing.T) {
+	old := writeTimeout
+	writeTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { writeTimeout = old })
+	srv, cli := tcpPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cli) }()
+	s := newSocket(srv)
+	bufs := net.Buffers{deliveryFrame, deliveryFrame}
+	if err := s.WriteBuffers(&bufs); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * writeTimeout)
+	if n, err := s.TryWrite(deliveryFrame); err != nil || n != len(deliveryFrame) {
+		t.Fatalf("TryWrite after a queued write = %d, %v", n, err)
+	}
+}
+
 // With nobody reading, TryWrite fills the socket and then returns 0 at once.
 func TestSocket_TryWriteNeverBlocks(t *testing.T) {
 	srv, _ := tcpPair(t)
