@@ -13,6 +13,7 @@ type socket struct {
 	nc        net.Conn
 	raw       syscall.RawConn // nil for TLS: writes go through the flusher
 	closeOnce sync.Once
+	timeout   time.Duration // per queued write: writeTimeout
 
 	// TryWrite's argument and results. The outbox makes one TryWrite at a
 	// time, so they can live here and the write callback, bound once, need
@@ -25,13 +26,13 @@ type socket struct {
 
 // writeTimeout bounds one write to a client; a client that cannot take its
 // frames within it is disconnected rather than allowed to hold memory.
-var writeTimeout = 10 * time.Second
+const writeTimeout = 10 * time.Second
 
 // closeReplyWait is how long a closed connection waits for the client's close frame.
 const closeReplyWait = 2 * time.Second
 
 func newSocket(nc net.Conn) *socket {
-	t := &socket{nc: nc}
+	t := &socket{nc: nc, timeout: writeTimeout}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			t.raw = raw
@@ -66,7 +67,7 @@ func (t *socket) writeFd(fd uintptr) bool {
 }
 
 func (t *socket) WriteBuffers(b *net.Buffers) error {
-	_ = t.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = t.nc.SetWriteDeadline(time.Now().Add(t.timeout))
 	_, err := b.WriteTo(t.nc)
 	if err == nil {
 		// The deadline bounds this write only: left set, it would fail the

@@ -57,17 +57,15 @@ func TestSocket_TryWriteDoesNotAllocate(t *testing.T) {
 // deadline would have passed still goes through (it used to fail with an
 // i/o timeout, dropping idle sockets that had once had frames queued).
 func TestSocket_WriteDeadlineEndsWithTheWrite(t *testing.T) {
-	old := writeTimeout
-	writeTimeout = 50 * time.Millisecond
-	t.Cleanup(func() { writeTimeout = old })
 	srv, cli := tcpPair(t)
 	go func() { _, _ = io.Copy(io.Discard, cli) }()
 	s := newSocket(srv)
+	s.timeout = 50 * time.Millisecond
 	bufs := net.Buffers{deliveryFrame, deliveryFrame}
 	if err := s.WriteBuffers(&bufs); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * writeTimeout)
+	time.Sleep(3 * s.timeout)
 	if n, err := s.TryWrite(deliveryFrame); err != nil || n != len(deliveryFrame) {
 		t.Fatalf("TryWrite after a queued write = %d, %v", n, err)
 	}
