@@ -166,9 +166,10 @@ func (a *Adapter) OnApply(r consensus.Result) {
 }
 
 // Reannounce proposes this node's whole local state after its entries were
-// purged (restart, a false death, a merge). It supersedes pending retries.
+// purged (restart, a false death, a merge). Pending retries stay: one may be
+// the leave that undoes a join whose outcome was unknown and which can still
+// commit after this (a ghost otherwise); each resyncs from local truth.
 func (a *Adapter) Reannounce(ctx context.Context) {
-	a.retry.clear()
 	for _, ch := range a.local.LocalChannels() {
 		if ctx.Err() != nil {
 			return

@@ -75,13 +75,6 @@ func (q *retryQueue) addMember(it retryItem) {
 	q.members = append(q.members, it)
 }
 
-func (q *retryQueue) clear() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.occ = map[[2]string]bool{}
-	q.members = nil
-}
-
 // Len is the number of writes waiting.
 func (q *retryQueue) Len() int {
 	q.mu.Lock()
