@@ -3,7 +3,6 @@ package consensus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -30,9 +29,10 @@ const (
 // controlState is owned by the control loop goroutine.
 type controlState struct {
 	leading   bool
-	lastPass  time.Time
+	started   time.Time            // the discovery window runs from here
 	goneSince map[string]time.Time // not alive since (first noticed here)
 	left      map[string]bool      // left gracefully: no reap delay
+	retryAt   map[string]time.Time // admission backoff per member
 	lastLog   map[string]time.Time // per message key, for rate-limited logs
 }
 
@@ -41,13 +41,21 @@ func (n *Node) tickInterval() time.Duration {
 }
 
 // controlLoop is the only goroutine that bootstraps, reconciles and wipes.
+// It steps at once on a membership event or a leader change, and
+// otherwise after the wait the previous step asked for (a tick, or less
+// while a bootstrap is being agreed).
 func (n *Node) controlLoop(ctx context.Context) {
-	st := &controlState{goneSince: map[string]time.Time{}, left: map[string]bool{}, lastLog: map[string]time.Time{}}
-	tick := time.NewTicker(n.tickInterval())
-	defer tick.Stop()
+	st := &controlState{
+		started:   time.Now(),
+		goneSince: map[string]time.Time{},
+		left:      map[string]bool{},
+		retryAt:   map[string]time.Time{},
+		lastLog:   map[string]time.Time{},
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	events := n.members.Events()
 	for {
-		pass := false
 		select {
 		case <-ctx.Done():
 			return
@@ -57,7 +65,7 @@ func (n *Node) controlLoop(ctx context.Context) {
 				continue
 			}
 			n.noteEvent(st, ev)
-			pass = true
+		case <-n.controlPoke:
 		case req := <-n.resetReq:
 			n.log.Warn("another raft group wins the merge: wiping raft state to join it",
 				"from", req.From, "winner_servers", req.Servers)
@@ -65,11 +73,9 @@ func (n *Node) controlLoop(ctx context.Context) {
 			if err := n.wipe(); err != nil {
 				n.log.Error("wipe raft state", "err", err)
 			}
-			continue
-		case <-tick.C:
-			pass = time.Since(st.lastPass) >= n.cfg.ReconcileInterval || n.reapDue(st)
+		case <-timer.C:
 		}
-		n.step(ctx, st, pass)
+		timer.Reset(n.step(ctx, st))
 	}
 }
 
@@ -82,6 +88,7 @@ func (n *Node) noteEvent(st *controlState, ev MemberEvent) {
 	case PeerJoin, PeerUpdate:
 		delete(st.goneSince, id)
 		delete(st.left, id)
+		delete(st.retryAt, id)
 	case PeerLeft:
 		st.left[id] = true
 		if _, ok := st.goneSince[id]; !ok {
@@ -94,49 +101,38 @@ func (n *Node) noteEvent(st *controlState, ev MemberEvent) {
 	}
 }
 
-func (n *Node) reapDue(st *controlState) bool {
-	for id, since := range st.goneSince {
-		if st.left[id] || time.Since(since) >= n.cfg.ReapDelay {
-			return true
-		}
-	}
-	return false
-}
-
-func (n *Node) step(ctx context.Context, st *controlState, pass bool) {
+// step does one control pass and returns how long to wait for the next.
+func (n *Node) step(ctx context.Context, st *controlState) time.Duration {
+	tick := n.tickInterval()
 	r := n.raft()
 	if r == nil { // a wipe failed to re-open raft: retry
 		if err := n.openRaft(); err != nil {
 			n.warnEvery(st, "reopen", "re-open raft", "err", err)
 		}
-		return
+		return tick
 	}
 	servers, err := n.configuration()
 	if err != nil {
-		return
+		return tick
 	}
 	if len(servers) == 0 {
 		st.leading = false
-		n.tryBootstrap(ctx, st, r)
-		return
+		return n.tryBootstrap(ctx, st, r)
 	}
 	if r.State() != raft.Leader {
 		st.leading = false
-		return
+		return tick
 	}
 	if !st.leading {
 		// Act on the FSM only once it holds every entry of earlier terms.
 		if err := r.Barrier(n.timing.Election).Error(); err != nil {
-			return
+			return tick
 		}
 		st.leading = true
-		pass = true
 		n.log.Info("leading raft group", "term", r.CurrentTerm())
 	}
-	if pass {
-		st.lastPass = time.Now()
-		n.reconcile(ctx, st, r)
-	}
+	n.reconcile(ctx, st, r)
+	return tick
 }
 
 // alive returns the alive peers with a raft address, this node included,
@@ -160,54 +156,21 @@ func (n *Node) alive() []Peer {
 	return slices.CompactFunc(out, func(a, b Peer) bool { return a.ID == b.ID })
 }
 
-// tryBootstrap: with ExpectedServers = N, once N members are alive, the
-// lowest id among them bootstraps a configuration of the first N (sorted by
-// id), provided no alive peer already has raft state; the others wait to
-// be added by the leader.
-func (n *Node) tryBootstrap(ctx context.Context, st *controlState, r *raft.Raft) {
-	alive := n.alive()
-	want := n.cfg.ExpectedServers
-	if len(alive) < want {
-		n.infoEvery(st, "bootstrap_wait", "waiting for members to bootstrap", "alive", len(alive), "expected", want)
-		return
+// voterTarget is how many voters a group of alive members should have.
+func voterTarget(alive int) int {
+	if alive >= maxVoters {
+		return maxVoters
 	}
-	first := alive[:want]
-	if first[0].ID != n.cfg.NodeID {
-		return
-	}
-	for _, p := range alive {
-		if p.ID == n.cfg.NodeID {
-			continue
-		}
-		ps, err := n.peerStatus(ctx, p)
-		if err != nil {
-			n.infoEvery(st, "bootstrap_peer", "bootstrap: peer status unavailable", "peer", p.ID, "err", err)
-			return
-		}
-		if ps.HasState {
-			n.infoEvery(st, "bootstrap_existing", "a peer already has a raft group: waiting to be added", "peer", p.ID)
-			return
-		}
-	}
-	cfg := raft.Configuration{}
-	for _, p := range first {
-		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
-	}
-	if err := r.BootstrapCluster(cfg).Error(); err != nil {
-		if !errors.Is(err, raft.ErrCantBootstrap) {
-			n.log.Warn("bootstrap failed", "err", err)
-		}
-		return
-	}
-	n.stats.bootstraps.Add(1)
-	n.log.Info("bootstrapped raft group", "servers", serverIDs(cfg.Servers))
+	return smallVoters
 }
 
 // reconcile aligns the raft configuration with the membership (leader
-// only, like Consul's leader loop): alive members are admitted (merging
-// other groups), non-voters promoted while voters are missing, left members
-// removed at once and dead ones after ReapDelay, and nodes gone from the
-// membership purged from the FSM with NodeGone.
+// only, like Consul's leader loop), on every control tick: alive members
+// are admitted as non-voters (merging other groups), caught-up non-voters
+// promoted while voters are missing, left members removed at once, dead
+// non-voters after ReapDelay, and dead voters after ReapDelay only if
+// enough voters remain or a non-voter was promoted in their place. Nodes
+// gone from the membership are purged from the FSM with NodeGone.
 func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 	servers, err := n.configuration()
 	if err != nil {
@@ -242,6 +205,11 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 			delete(st.left, id)
 		}
 	}
+	for id, at := range st.retryAt {
+		if _, ok := aliveByID[id]; !ok || now.After(at) {
+			delete(st.retryAt, id)
+		}
+	}
 
 	voters := 0
 	byID := make(map[string]raft.Server, len(servers))
@@ -251,49 +219,78 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 			voters++
 		}
 	}
-	target := smallVoters
-	if len(alive) >= maxVoters {
-		target = maxVoters
-	}
+	target := voterTarget(len(alive))
 	ours := serverIDs(servers)
 	timeout := n.timing.Election * 4
 
+	var candidates []Peer // alive non-voters, by id: who may be promoted
 	for _, p := range alive {
 		s, in := byID[p.ID]
 		switch {
 		case in && string(s.Address) != p.RaftAddr:
 			n.log.Info("raft address changed", "peer", p.ID, "old", string(s.Address), "new", p.RaftAddr)
-			var f raft.IndexFuture
-			if s.Suffrage == raft.Voter {
-				f = r.AddVoter(s.ID, raft.ServerAddress(p.RaftAddr), 0, timeout)
-			} else {
-				f = r.AddNonvoter(s.ID, raft.ServerAddress(p.RaftAddr), 0, timeout)
-			}
-			n.logFuture(f, "update address", p.ID)
-		case in && s.Suffrage != raft.Voter && voters < target:
-			if n.caughtUp(ctx, r, p) && n.logFuture(r.AddVoter(s.ID, s.Address, 0, timeout), "promote to voter", p.ID) {
-				voters++
-			}
+			n.moveServer(r, s, p.RaftAddr)
 		case in:
+		case now.Before(st.retryAt[p.ID]):
 		default:
-			n.admit(ctx, st, r, p, ours, timeout)
+			if !n.admit(ctx, st, r, p, ours, timeout) {
+				st.retryAt[p.ID] = now.Add(n.cfg.ReconcileInterval)
+			}
+		}
+		if in && s.Suffrage != raft.Voter {
+			candidates = append(candidates, p)
 		}
 	}
+	// promote makes the first caught-up candidate a voter, at the address
+	// the configuration has for it (an address change goes by moveServer).
+	promote := func() bool {
+		for len(candidates) > 0 {
+			p := candidates[0]
+			candidates = candidates[1:]
+			addr := raft.ServerAddress(n.configuredAddr(raft.ServerID(p.ID)))
+			if addr != "" && n.caughtUp(ctx, r, p) &&
+				n.logFuture(r.AddVoter(raft.ServerID(p.ID), addr, 0, timeout), "promote to voter", p.ID) {
+				voters++
+				return true
+			}
+		}
+		return false
+	}
+	for voters < target && promote() {
+	}
 
-	voterRemovals := (voters - 1) / 2 // never lose quorum in one pass
+	// A gone voter is removed only if the voters left still reach the
+	// target, or after a caught-up non-voter was promoted in its place
+	// (promote first, then remove); a left one is removed in any case
+	// (scale-down). And never more than (voters−1)/2 voters in one pass,
+	// so a removal cannot cost the quorum.
+	peak, removed := voters, 0
 	for _, s := range servers {
 		id := string(s.ID)
 		if id == n.cfg.NodeID || !n.gone(st, id, now) {
 			continue
 		}
-		if s.Suffrage == raft.Voter {
-			if voterRemovals == 0 {
-				n.warnEvery(st, "remove_"+id, "dead voter kept: removing it could lose quorum", "peer", id)
+		if s.Suffrage != raft.Voter {
+			n.logFuture(r.RemoveServer(s.ID, 0, timeout), "remove non-voter", id)
+			continue
+		}
+		if voters-1 < target {
+			if promote() {
+				peak++
+			} else if !st.left[id] {
+				n.infoEvery(st, "keep_"+id, "dead voter kept in the configuration: no caught-up member to promote in its place",
+					"peer", id, "voters", voters, "target", target)
 				continue
 			}
-			voterRemovals--
 		}
-		n.logFuture(r.RemoveServer(s.ID, 0, timeout), "remove server", id)
+		if removed+1 > (peak-1)/2 {
+			n.warnEvery(st, "remove_"+id, "gone voter kept: removing it could lose quorum", "peer", id)
+			continue
+		}
+		if n.logFuture(r.RemoveServer(s.ID, 0, timeout), "remove voter", id) {
+			removed++
+			voters--
+		}
 	}
 
 	for id, inc := range fsmNodes {
@@ -321,37 +318,67 @@ func (n *Node) gone(st *controlState, id string, now time.Time) bool {
 // admit adds an alive member that is not in the configuration as a
 // non-voter (promoted once caught up). A member of another group is asked
 // to wipe itself if this group wins the merge rule; otherwise this group
-// waits to be absorbed.
-func (n *Node) admit(ctx context.Context, st *controlState, r *raft.Raft, p Peer, ours []string, timeout time.Duration) {
+// waits to be absorbed. It returns false when the member should be tried
+// again only after ReconcileInterval.
+func (n *Node) admit(ctx context.Context, st *controlState, r *raft.Raft, p Peer, ours []string, timeout time.Duration) bool {
 	ps, err := n.peerStatus(ctx, p)
 	if err != nil {
 		n.infoEvery(st, "admit_"+p.ID, "cannot reach member to admit it", "peer", p.ID, "err", err)
-		return
+		return false
 	}
 	if ps.ID != p.ID {
 		n.warnEvery(st, "admit_"+p.ID, "member's raft address answers with another id", "peer", p.ID, "answered", ps.ID)
-		return
+		return false
 	}
 	if ps.HasState && !slices.Contains(ps.Servers, n.cfg.NodeID) {
 		if !groupWins(ours, ps.Servers) {
 			n.infoEvery(st, "merge_"+p.ID, "member is in a raft group that wins the merge: waiting to be absorbed",
 				"peer", p.ID, "their_servers", ps.Servers)
-			return
+			return false
 		}
 		req, err := json.Marshal(resetRequest{From: n.cfg.NodeID, Servers: ours})
 		if err != nil {
-			return
+			return false
 		}
 		cctx, cancel := context.WithTimeout(ctx, peerRPCTimeout)
 		defer cancel()
 		if _, err := n.rpc.call(cctx, p.RaftAddr, p.ID, opReset, req); err != nil {
 			n.warnEvery(st, "merge_"+p.ID, "ask member of another raft group to wipe", "peer", p.ID, "err", err)
-			return
+			return false
 		}
 		n.log.Info("asked member of another raft group to join this one", "peer", p.ID, "their_servers", ps.Servers)
-		return
+		return true
 	}
-	n.logFuture(r.AddNonvoter(raft.ServerID(p.ID), raft.ServerAddress(p.RaftAddr), 0, timeout), "add non-voter", p.ID)
+	return n.logFuture(r.AddNonvoter(raft.ServerID(p.ID), raft.ServerAddress(p.RaftAddr), 0, timeout), "add non-voter", p.ID)
+}
+
+// moveServer rewrites a server's address in the configuration (same
+// suffrage). Raft (v1.7.3, and v1.8.0) reads a follower's server entry
+// without its lock when an append to it succeeds, while the leader loop
+// rewrites that entry for an address change: a data race whenever an
+// append to the follower is in flight, which is the common case here,
+// since raft already reaches the follower at gossip's address. So raft's
+// connections to the server are parked for the change: the open ones
+// closed and new dials refused until the leader loop is past it. AddVoter
+// returns once the loop has taken the request; a bootstrap request, which
+// the loop refuses at once, is served after it. From there, an append
+// needs a new dial, and the parking lock orders it after the change.
+func (n *Node) moveServer(r *raft.Raft, s raft.Server, addr string) bool {
+	layer := n.raftLayer()
+	if layer == nil {
+		return false
+	}
+	id := string(s.ID)
+	layer.park(id)
+	var f raft.IndexFuture
+	if s.Suffrage == raft.Voter {
+		f = r.AddVoter(s.ID, raft.ServerAddress(addr), 0, n.timing.Election)
+	} else {
+		f = r.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, n.timing.Election)
+	}
+	_ = r.BootstrapCluster(raft.Configuration{}).Error() // refused: with no voter, even by a follower
+	layer.unpark(id)
+	return n.logFuture(f, "update address", id)
 }
 
 // caughtUp reports whether a non-voter has replicated nearly all the log.
@@ -408,11 +435,14 @@ func (n *Node) due(st *controlState, key string) bool {
 }
 
 // registerLoop keeps this node registered in the FSM at its incarnation:
-// at start, after a NodeGone that named it, and after a wipe.
+// at start, after a NodeGone that named it, and after a wipe. It also
+// latches Ready. It checks on every tick and whenever poked: at start, on
+// a leader change and when the FSM applies a NodeUp or NodeGone of this node.
 func (n *Node) registerLoop(ctx context.Context) {
-	t := time.NewTicker(n.tickInterval() * 2)
+	t := time.NewTicker(n.tickInterval())
 	defer t.Stop()
 	var lastWarn time.Time
+	n.poke()
 	for {
 		select {
 		case <-ctx.Done():
@@ -420,6 +450,7 @@ func (n *Node) registerLoop(ctx context.Context) {
 		case <-n.registerPoke:
 		case <-t.C:
 		}
+		n.Ready() // latch it as soon as it holds
 		if n.Registered() {
 			continue
 		}
@@ -442,7 +473,7 @@ func (n *Node) registerLoop(ctx context.Context) {
 			continue
 		}
 		n.log.Info("node registered", "incarnation", n.cfg.Incarnation, "new", res.NodeRegistered,
-			"members_removed", len(res.Removed), "index", res.Index)
+			"members_removed", len(res.Removed), "index", res.Index, "ready", n.Ready())
 		if res.NodeRegistered && n.cfg.OnRegistered != nil {
 			n.cfg.OnRegistered(ctx)
 		}

@@ -26,18 +26,29 @@ type Config struct {
 	// the caller starts and closes it.
 	Port *clusternet.Port
 	// ExpectedServers is how many alive members must be visible before the
-	// group is bootstrapped (CLUSTER_BOOTSTRAP_EXPECT). Default 1: a single
-	// node works alone.
+	// group is bootstrapped (CLUSTER_EXPECTED_SERVERS). Default 1: no count
+	// is awaited; the nodes that find each other within DiscoveryWindow
+	// bootstrap one group, and a single node works alone.
 	ExpectedServers int
+	// DiscoveryWindow is how long a node with no raft state listens for
+	// peers, with ExpectedServers 1, before it bootstraps without full
+	// agreement (alone if it found nobody). Nodes that found each other
+	// and agree on who is alive bootstrap earlier. Default 2s; pkg/cluster
+	// sets a few gossip beacon intervals.
+	DiscoveryWindow time.Duration
 	// MasterTimeout (CLUSTER_MASTER_TIMEOUT, default 2s) sets raft's
 	// timing; see DeriveTiming.
 	MasterTimeout time.Duration
-	// ReapDelay is how long a dead member stays in the raft configuration
-	// and keeps its presence entries before the leader removes it.
-	// Default 10s.
+	// ReapDelay is how long a dead member keeps its presence entries
+	// before the leader purges them (NodeGone), and how long a dead server
+	// stays in the raft configuration before it may be removed: a dead
+	// voter is removed only if enough voters remain, or once an alive
+	// non-voter has been promoted in its place. Default 10s.
 	ReapDelay time.Duration
-	// ReconcileInterval is the leader's full membership reconcile period.
-	// Default 3s.
+	// ReconcileInterval is how long the leader waits before it tries again
+	// to admit a member it could not reach, or one in another group that
+	// wins the merge rule (a membership event for it retries at once). The
+	// leader reconciles on every control tick (at most 500 ms). Default 3s.
 	ReconcileInterval time.Duration
 	// ApplyTimeout bounds Apply when ctx has no deadline. Default 5s.
 	ApplyTimeout time.Duration
@@ -58,6 +69,7 @@ const (
 	DefaultMasterTimeout     = 2 * time.Second
 	DefaultReapDelay         = 10 * time.Second
 	DefaultReconcileInterval = 3 * time.Second
+	DefaultDiscoveryWindow   = 2 * time.Second
 	DefaultApplyTimeout      = 5 * time.Second
 )
 
@@ -82,6 +94,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReapDelay <= 0 {
 		c.ReapDelay = DefaultReapDelay
+	}
+	if c.DiscoveryWindow <= 0 {
+		c.DiscoveryWindow = DefaultDiscoveryWindow
 	}
 	if c.ReconcileInterval <= 0 {
 		c.ReconcileInterval = DefaultReconcileInterval

@@ -49,9 +49,19 @@ type Node struct {
 	mu    sync.RWMutex
 	r     *raft.Raft // nil while being re-created
 	store *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+	layer *raftLayer
+	obs   *raft.Observer
 
-	registerPoke chan struct{}     // cap 1: coalesced "check my registration"
-	resetReq     chan resetRequest // cap 1: a pending wipe
+	registerPoke chan struct{}         // cap 1: coalesced "check my registration"
+	controlPoke  chan struct{}         // cap 1: coalesced "run a control step now"
+	resetReq     chan resetRequest     // cap 1: a pending wipe
+	leaderObs    chan raft.Observation // raft's leader changes, for the two pokes
+	// ready latches Ready: set once this node is registered in a group
+	// with a known leader, cleared by a wipe (after its FSM reset, under
+	// readyMu, so that a concurrent Ready cannot set it from the old state).
+	readyMu sync.Mutex
+	ready   bool
 
 	stats    counters
 	ctx      context.Context // ends at Shutdown
@@ -88,7 +98,9 @@ func New(cfg Config, members Membership) (*Node, error) {
 		rpcSrv:       &rpcServer{ln: cfg.Port.Listener(clusternet.KindRPC), conn: make(map[net.Conn]struct{})},
 		rpc:          newRPCClient(cfg.Port),
 		registerPoke: make(chan struct{}, 1),
+		controlPoke:  make(chan struct{}, 1),
 		resetReq:     make(chan resetRequest, 1),
+		leaderObs:    make(chan raft.Observation, 16),
 		ctx:          ctx,
 		cancel:       cancel,
 	}
@@ -100,7 +112,7 @@ func New(cfg Config, members Membership) (*Node, error) {
 	}
 	n.rpcSrv.run(func(c net.Conn) { serveRPCConn(c, n) })
 	log.Info("raft started", "addr", n.Addr(), "secured", cfg.Port.Secured(), "heartbeat", n.timing.Heartbeat,
-		"expected_servers", cfg.ExpectedServers)
+		"expected_servers", cfg.ExpectedServers, "discovery_window", cfg.DiscoveryWindow)
 	return n, nil
 }
 
@@ -113,9 +125,12 @@ func (n *Node) observe(res Result) {
 	}
 }
 
-func (n *Node) poke() {
+func (n *Node) poke() { notify(n.registerPoke) }
+
+// notify does a non-blocking send on a coalescing channel of capacity 1.
+func notify(ch chan struct{}) {
 	select {
-	case n.registerPoke <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -157,11 +172,22 @@ func (n *Node) openRaft() error {
 		store.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)
 	}
+	layer := newRaftLayer(n.port, n.cfg.NodeID)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newRaftLayer(n.port, n.serverAt),
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  hl,
+		ServerAddressProvider: addrProvider{n},
+		Stream:                layer,
+		MaxPool:               3,
+		// No pipelining: raft v1.7.3's pipeline replication can deadlock
+		// when a follower answers with a newer term or a failure while a
+		// response is in flight (its decoder has returned, and the "best
+		// effort" send on step-down parks forever). The replication
+		// goroutine then never ends: a leader's Shutdown after its
+		// leadership transfer hangs, or a follower gets heartbeats but no
+		// entries. Synchronous AppendEntries still batch up to 64 entries
+		// per round trip, plenty for presence on a LAN.
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          hl,
 	})
 	r, err := raft.NewRaft(n.raftConfig(), n.fsm, logs, store, snaps, trans)
 	if err != nil {
@@ -169,8 +195,17 @@ func (n *Node) openRaft() error {
 		store.Close()
 		return fmt.Errorf("consensus: start raft: %w", err)
 	}
+	// Leader changes poke registration and the control loop, so that a
+	// node that just learnt its leader registers (and a new leader
+	// reconciles) without waiting for a tick. Non-blocking: a full channel
+	// drops the observation, and the ticks catch up.
+	obs := raft.NewObserver(n.leaderObs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(obs)
 	n.mu.Lock()
-	n.r, n.store = r, store
+	n.r, n.store, n.trans, n.layer, n.obs = r, store, trans, layer, obs
 	n.mu.Unlock()
 	return nil
 }
@@ -178,10 +213,11 @@ func (n *Node) openRaft() error {
 // closeRaft stops raft (without a leadership transfer) and closes the store.
 func (n *Node) closeRaft() {
 	n.mu.Lock()
-	r, store := n.r, n.store
-	n.r, n.store = nil, nil
+	r, store, obs := n.r, n.store, n.obs
+	n.r, n.store, n.trans, n.layer, n.obs = nil, nil, nil, nil, nil
 	n.mu.Unlock()
 	if r != nil {
+		r.DeregisterObserver(obs)
 		if err := r.Shutdown().Error(); err != nil {
 			n.log.Warn("raft shutdown", "err", err)
 		}
@@ -204,6 +240,9 @@ func (n *Node) wipe() error {
 		}
 	}
 	n.fsm.reset()
+	n.readyMu.Lock()
+	n.ready = false
+	n.readyMu.Unlock()
 	n.stats.resets.Add(1)
 	return n.openRaft()
 }
@@ -214,6 +253,12 @@ func (n *Node) raft() *raft.Raft {
 	return n.r
 }
 
+func (n *Node) raftLayer() *raftLayer {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.layer
+}
+
 // Run bootstraps when due, keeps this node registered in the FSM and, while
 // leader, reconciles the raft configuration with the membership. It returns
 // after ctx ends and the node has shut down.
@@ -221,7 +266,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("consensus: Run called twice")
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		n.registerLoop(n.ctx)
@@ -229,6 +274,18 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() {
 		defer n.wg.Done()
 		n.controlLoop(n.ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-n.leaderObs:
+				n.poke()
+				notify(n.controlPoke)
+			}
+		}
 	}()
 	select {
 	case <-ctx.Done():
@@ -281,26 +338,6 @@ func (n *Node) configuration() ([]raft.Server, error) {
 // Addr is the advertised cluster port address (the actual port when bound to 0).
 func (n *Node) Addr() string { return n.port.Addr() }
 
-// serverAt is the id of the server raft knows at addr, "" if none: raft
-// dials by address, and the port checks that the certificate there is
-// that server's.
-func (n *Node) serverAt(addr string) string {
-	r := n.raft()
-	if r == nil {
-		return ""
-	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return ""
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.Address) == addr {
-			return string(s.ID)
-		}
-	}
-	return ""
-}
-
 // ID is this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
@@ -336,6 +373,25 @@ func (n *Node) Leader() (id, addr string) {
 func (n *Node) Registered() bool {
 	inc, ok := n.fsm.Incarnation(n.cfg.NodeID)
 	return ok && inc == n.cfg.Incarnation
+}
+
+// Ready reports whether this node has joined a raft group for good: it
+// became true once the node knew a leader and was Registered, which for
+// a node alone happens after the discovery window, when it has
+// bootstrapped its own group. It is latched, so an election or a lost
+// quorum does not take the node out of a load balancer (Status and
+// pkg/cluster's quorum say whether joins can be written now); it is false
+// again only while a wipe after a lost merge rejoins the winning group.
+// It is what GET /ready should answer: a node that is not ready may still
+// be wiped by a merge, or have no group to write presence to.
+func (n *Node) Ready() bool {
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	if !n.ready {
+		id, _ := n.Leader()
+		n.ready = id != "" && n.Registered()
+	}
+	return n.ready
 }
 
 // Apply commits cmd through the leader (forwarding from a follower) and
@@ -536,6 +592,9 @@ func (n *Node) serveStatus() peerStatus {
 	st.LeaderID, st.LeaderAddr = n.Leader()
 	if r := n.raft(); r != nil {
 		st.LastIndex = r.LastIndex()
+	}
+	for _, p := range n.alive() {
+		st.Alive = append(st.Alive, p.ID)
 	}
 	return st
 }

@@ -194,19 +194,22 @@ func TestCluster_LeaderLossFailoverAndReap(t *testing.T) {
 	}
 
 	// After the reap delay the dead leader's member is purged everywhere
-	// and the dead node leaves the configuration.
+	// and the node forgotten by the FSM; it stays a voter, since nothing
+	// can be promoted in its place (see TestCluster_DeadVoterKeptUntilReplaced).
 	c.waitMembers(15*time.Second, "presence-x", want...)
-	testutil.WaitFor(t, 10*time.Second, "dead node removed from the configuration", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "dead node forgotten by the FSM", func() bool {
 		for _, tn := range c.running() {
-			if slices.Contains(voters(tn), old.id) {
-				return false
-			}
 			if _, ok := tn.n.FSM().Incarnation(old.id); ok {
 				return false
 			}
 		}
 		return true
 	})
+	for _, tn := range c.running() {
+		if !slices.Contains(voters(tn), old.id) {
+			t.Fatalf("%s: dead voter %s removed with no replacement: voters %v", tn.id, old.id, voters(tn))
+		}
+	}
 	for _, tn := range c.running() {
 		if tn.gone.Load() != 1 {
 			t.Fatalf("%s saw %d removals, want 1 (the dead leader's member)", tn.id, tn.gone.Load())

@@ -69,6 +69,9 @@ type peerStatus struct {
 	LeaderAddr string   `json:"leader_addr"`
 	Servers    []string `json:"servers"` // ids in its raft configuration, sorted
 	LastIndex  uint64   `json:"last_index"`
+	// Alive is who it sees alive, itself included, sorted: a node without
+	// raft state bootstraps a group only of peers that see it (discovery).
+	Alive []string `json:"alive,omitempty"`
 }
 
 // resetRequest asks a node of a losing group to wipe its raft state.

@@ -21,6 +21,7 @@ type NodeStatus struct {
 	Incarnation   uint64 `json:"incarnation"`
 	State         string `json:"state"` // leader, follower, candidate, shutdown
 	Registered    bool   `json:"registered"`
+	Ready         bool   `json:"ready"` // Node.Ready: joined a group for good (latched)
 	LeaderID      string `json:"leader_id"`
 	LeaderAddress string `json:"leader_address"`
 	Term          uint64 `json:"term"`
@@ -43,6 +44,7 @@ func (n *Node) Status() NodeStatus {
 		Incarnation:  n.cfg.Incarnation,
 		State:        "shutdown",
 		Registered:   n.Registered(),
+		Ready:        n.Ready(),
 		AppliedIndex: n.fsm.AppliedIndex(),
 		Voters:       []Server{},
 		NonVoters:    []Server{},
