@@ -141,6 +141,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 		Dir:             filepath.Join(cfg.DataDir, "raft"),
 		Port:            n.port,
 		ExpectedServers: cfg.ExpectedServers,
+		DiscoveryWindow: discoveryWindow(g.KeepaliveInterval),
 		MasterTimeout:   cfg.MasterTimeout,
 		ReapDelay:       cfg.ReapDelay,
 		OnApply:         func(r consensus.Result) { adapter.OnApply(r) },
@@ -197,6 +198,16 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	return n, nil
 }
 
+// discoveryWindow is how long a node with no raft state listens for peers
+// before it bootstraps without them: four beacon intervals
+// (CLUSTER_KEEPALIVE_INTERVAL), at least 1 s.
+func discoveryWindow(keepalive time.Duration) time.Duration {
+	if keepalive <= 0 {
+		keepalive = gossip.DefaultKeepaliveInterval
+	}
+	return max(4*keepalive, time.Second)
+}
+
 func hostOr(h string) string {
 	if h == "" {
 		return "0.0.0.0"
@@ -209,6 +220,15 @@ func (n *Node) Adapter() *Adapter { return n.adapter }
 
 // ID is this node's id.
 func (n *Node) ID() string { return n.raft.ID() }
+
+// Ready reports whether this node has joined a raft group for good (see
+// consensus.Node.Ready): it knows a leader and is registered, or it is
+// alone and bootstrapped itself after the discovery window. It is latched
+// (an election does not clear it), so it is what GET /ready should answer:
+// a load balancer then never routes to a node that may still be wiped by a
+// merge of groups that formed apart. Quorum, on /cluster, says whether
+// presence joins can be written right now.
+func (n *Node) Ready() bool { return n.raft.Ready() }
 
 // Raft is the consensus node (for status and tests).
 func (n *Node) Raft() *consensus.Node { return n.raft }
