@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/soketi-go/soketi/internal/jsonx"
 )
 
 // CommandType is byte 0 of every log entry; the rest is the command as JSON.
@@ -228,7 +230,7 @@ func (c Batch) encode() ([]byte, error) {
 		}
 		w.Commands = append(w.Commands, batchItem{Type: sub.Type(), Command: body})
 	}
-	return json.Marshal(w)
+	return jsonx.Marshal(w)
 }
 
 // decodeBatch parses a Batch's JSON. Its size is bounded by
@@ -307,7 +309,8 @@ func encodeBody(c Command) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	return json.Marshal(c)
+	// Without HTML escaping: user ids keep the form they are keyed by.
+	return jsonx.Marshal(c)
 }
 
 // DecodeCommand parses log data. It never panics; any input that
@@ -374,15 +377,7 @@ func decodeAs[T any](body []byte) (T, error) {
 	return v, nil
 }
 
-// compact normalises a raw JSON value; invalid JSON is returned unchanged
-// and rejected by validation.
-func compact(raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 {
-		return raw
-	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, raw) != nil {
-		return raw
-	}
-	return buf.Bytes()
-}
+// compact gives a user id (or info) the one form it is keyed by; see
+// jsonx.Canonical. Invalid JSON is returned unchanged and rejected by
+// validation.
+func compact(raw json.RawMessage) json.RawMessage { return jsonx.Canonical(raw) }

@@ -143,7 +143,9 @@ func (d *snapshotData) build() (*state, error) {
 type fsmSnapshot struct{ data *snapshotData }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(s.data); err != nil {
+	enc := json.NewEncoder(sink)
+	enc.SetEscapeHTML(false) // ids and info stay in the form they are keyed by
+	if err := enc.Encode(s.data); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}

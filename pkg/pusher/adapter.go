@@ -1,10 +1,11 @@
 package pusher
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+
+	"github.com/soketi-go/soketi/internal/jsonx"
 )
 
 // Adapter owns who is connected and subscribed where, and carries messages to
@@ -85,14 +86,9 @@ type Member struct {
 // Key identifies the member within its channel.
 func (m *Member) Key() string { return string(m.UserID) }
 
-// compactJSON normalises a raw JSON value so equal values get equal keys.
-func compactJSON(raw json.RawMessage) json.RawMessage {
-	var buf bytes.Buffer
-	if json.Compact(&buf, raw) != nil {
-		return raw
-	}
-	return buf.Bytes()
-}
+// compactJSON normalises a raw JSON value so equal values get equal keys
+// (the same form the replicated state keys users by).
+func compactJSON(raw json.RawMessage) json.RawMessage { return jsonx.Canonical(raw) }
 
 // Transition is a change of a channel decided away from a local subscribe or
 // unsubscribe, such as the members of a dead node being purged.
