@@ -1,7 +1,6 @@
 package consensus
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/hashicorp/raft"
@@ -35,9 +34,9 @@ func (p addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	if addr == "" {
 		addr = p.n.configuredAddr(id)
 	}
-	if addr == "" {
-		return "", fmt.Errorf("consensus: no address known for server %q", id)
-	}
+	// With no address (a server just removed, which raft still tries to
+	// reach once) the dial fails: an error here would only make raft log
+	// a warning and dial the address it has, unchecked.
 	return raft.ServerAddress(tagAddr(string(id), addr)), nil
 }
 
@@ -45,10 +44,11 @@ func (p addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 func tagAddr(id, addr string) string { return id + "@" + addr }
 
 // untagAddr splits a tagged address at its last '@' (a host:port has
-// none; a node id may). ok is false for a plain address.
+// none; a node id may); addr is empty for a server with no known address.
+// ok is false for a plain address.
 func untagAddr(s string) (id, addr string, ok bool) {
 	i := strings.LastIndexByte(s, '@')
-	if i <= 0 || i == len(s)-1 {
+	if i <= 0 {
 		return "", s, false
 	}
 	return s[:i], s[i+1:], true

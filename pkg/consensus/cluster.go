@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,10 +21,16 @@ const (
 	// promoteLag is how far behind the leader's last index a non-voter may
 	// be and still be promoted.
 	promoteLag = 64
+	// promoteRetry is how soon the leader checks again a non-voter that
+	// should be promoted once caught up.
+	promoteRetry = 100 * time.Millisecond
 	// peerRPCTimeout bounds status and reset calls made by the control loop.
 	peerRPCTimeout = time.Second
 	// logEvery rate-limits repeated warnings of the control loop.
 	logEvery = 10 * time.Second
+	// joinRecheck is how soon a node that a leader reached, but whose
+	// configuration has not arrived yet, checks its registration again.
+	joinRecheck = 20 * time.Millisecond
 )
 
 // controlState is owned by the control loop goroutine.
@@ -131,7 +138,9 @@ func (n *Node) step(ctx context.Context, st *controlState) time.Duration {
 		st.leading = true
 		n.log.Info("leading raft group", "term", r.CurrentTerm())
 	}
-	n.reconcile(ctx, st, r)
+	if n.reconcile(ctx, st, r) {
+		return min(tick, promoteRetry)
+	}
 	return tick
 }
 
@@ -170,11 +179,13 @@ func voterTarget(alive int) int {
 // promoted while voters are missing, left members removed at once, dead
 // non-voters after ReapDelay, and dead voters after ReapDelay only if
 // enough voters remain or a non-voter was promoted in their place. Nodes
-// gone from the membership are purged from the FSM with NodeGone.
-func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
+// gone from the membership are purged from the FSM with NodeGone. It
+// reports whether a promotion is due but the candidate is not caught up
+// yet, to be checked again soon.
+func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) (promotionDue bool) {
 	servers, err := n.configuration()
 	if err != nil {
-		return
+		return false
 	}
 	alive := n.alive()
 	aliveByID := make(map[string]Peer, len(alive))
@@ -224,6 +235,7 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 	timeout := n.timing.Election * 4
 
 	var candidates []Peer // alive non-voters, by id: who may be promoted
+	admitted := false
 	for _, p := range alive {
 		s, in := byID[p.ID]
 		switch {
@@ -233,7 +245,9 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 		case in:
 		case now.Before(st.retryAt[p.ID]):
 		default:
-			if !n.admit(ctx, st, r, p, ours, timeout) {
+			if n.admit(ctx, st, r, p, ours, timeout) {
+				admitted = true
+			} else {
 				st.retryAt[p.ID] = now.Add(n.cfg.ReconcileInterval)
 			}
 		}
@@ -258,6 +272,7 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 	}
 	for voters < target && promote() {
 	}
+	promotionDue = voters < target && (admitted || len(aliveNonVoters(alive, byID)) > 0)
 
 	// A gone voter is removed only if the voters left still reach the
 	// target, or after a caught-up non-voter was promoted in its place
@@ -307,6 +322,18 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) {
 		n.log.Info("node gone: entries purged", "peer", id, "incarnation", inc,
 			"members_removed", len(res.Removed), "channels_vacated", len(res.Vacated), "index", res.Index)
 	}
+	return promotionDue
+}
+
+// aliveNonVoters lists the alive non-voters of the configuration.
+func aliveNonVoters(alive []Peer, byID map[string]raft.Server) []string {
+	var out []string
+	for _, p := range alive {
+		if s, ok := byID[p.ID]; ok && s.Suffrage != raft.Voter {
+			out = append(out, p.ID)
+		}
+	}
+	return out
 }
 
 // gone reports whether id left, or has been dead for ReapDelay.
@@ -391,6 +418,11 @@ func (n *Node) peerStatus(ctx context.Context, p Peer) (peerStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerRPCTimeout)
 	defer cancel()
 	resp, err := n.rpc.call(ctx, p.RaftAddr, p.ID, opStatus, nil)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errDial) {
+		// A pooled connection to the member's previous process fails at
+		// once; the status request changes nothing, so ask again anew.
+		resp, err = n.rpc.call(ctx, p.RaftAddr, p.ID, opStatus, nil)
+	}
 	if err != nil {
 		return peerStatus{}, err
 	}
@@ -461,8 +493,13 @@ func (n *Node) registerLoop(ctx context.Context) {
 			}
 			continue
 		}
-		if n.numServers() == 0 {
-			continue // not in a group yet
+		if n.numServers() == 0 { // not in a group yet
+			if id, _ := n.Leader(); id != "" {
+				// A leader reached us and the configuration follows in a
+				// moment: look again soon rather than at the next tick.
+				time.AfterFunc(joinRecheck, n.poke)
+			}
+			continue
 		}
 		res, err := n.Apply(ctx, NodeUp{Node: n.cfg.NodeID, Incarnation: n.cfg.Incarnation})
 		if err != nil {

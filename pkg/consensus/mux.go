@@ -83,7 +83,12 @@ type raftLayer struct {
 	port   *clusternet.Port
 	ln     net.Listener
 	selfID string
-	once   sync.Once
+	// alive is the address of an alive member, "" if the membership does
+	// not have it alive.
+	alive func(id string) string
+	once  sync.Once
+	stopO sync.Once
+	done  chan struct{} // closed by stop: held dials give up
 
 	mu     sync.Mutex
 	parked map[string]bool                   // servers that may not be dialled now
@@ -94,10 +99,21 @@ var _ raft.StreamLayer = (*raftLayer)(nil)
 
 var errParked = errors.New("consensus: raft connections to this server are parked for a configuration change")
 
-func newRaftLayer(port *clusternet.Port, selfID string) *raftLayer {
+// A dial to a server that the membership does not have alive is held until
+// it is alive again (then at the address it has now), for at most
+// holdMax. Raft backs off after each failed append, up to 10 s with no cap
+// on its log replication, so failing fast on a dead server would leave it
+// without entries for seconds once it is back; and a dead voter, which
+// stays in the configuration, would log a failed heartbeat twice a second.
+const (
+	holdPoll = 50 * time.Millisecond
+	holdMax  = time.Minute
+)
+
+func newRaftLayer(port *clusternet.Port, selfID string, alive func(string) string) *raftLayer {
 	return &raftLayer{
-		port: port, ln: port.Listener(clusternet.KindRaft), selfID: selfID,
-		parked: map[string]bool{}, dialed: map[string]map[*raftConn]struct{}{},
+		port: port, ln: port.Listener(clusternet.KindRaft), selfID: selfID, alive: alive,
+		done: make(chan struct{}), parked: map[string]bool{}, dialed: map[string]map[*raftConn]struct{}{},
 	}
 }
 
@@ -110,8 +126,36 @@ func (l *raftLayer) Accept() (net.Conn, error) {
 }
 
 func (l *raftLayer) Close() error {
+	l.stop()
 	l.once.Do(func() { l.ln.Close() })
 	return nil
+}
+
+// stop makes held dials give up: raft's Shutdown waits for the goroutines
+// that dial, and closes the layer only after them.
+func (l *raftLayer) stop() { l.stopO.Do(func() { close(l.done) }) }
+
+// await waits until the membership has id alive and returns its address.
+func (l *raftLayer) await(id string) (string, error) {
+	if a := l.alive(id); a != "" {
+		return a, nil
+	}
+	poll := time.NewTicker(holdPoll)
+	defer poll.Stop()
+	giveUp := time.NewTimer(holdMax)
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-l.done:
+			return "", errMuxClosed
+		case <-giveUp.C:
+			return "", fmt.Errorf("consensus: server %q not alive for %s", id, holdMax)
+		case <-poll.C:
+			if a := l.alive(id); a != "" {
+				return a, nil
+			}
+		}
+	}
 }
 
 func (l *raftLayer) Addr() net.Addr { return l.ln.Addr() }
@@ -119,6 +163,7 @@ func (l *raftLayer) Addr() net.Addr { return l.ln.Addr() }
 // Dial connects to a server at an address from addrProvider ("id@addr"),
 // requiring that node's certificate there. A plain address is accepted
 // only for this node itself (the provider leaves its own address plain).
+// A server that is not alive is waited for (see holdMax).
 func (l *raftLayer) Dial(target raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	id, addr, ok := untagAddr(string(target))
 	if !ok {
@@ -126,6 +171,16 @@ func (l *raftLayer) Dial(target raft.ServerAddress, timeout time.Duration) (net.
 			return nil, fmt.Errorf("consensus: raft address %q names no server", addr)
 		}
 		id = l.selfID
+	}
+	if id != l.selfID {
+		if addr == "" {
+			return nil, fmt.Errorf("consensus: no address known for server %q", id)
+		}
+		a, err := l.await(id)
+		if err != nil {
+			return nil, err
+		}
+		addr = a
 	}
 	l.mu.Lock()
 	parked := l.parked[id]

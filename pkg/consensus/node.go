@@ -172,7 +172,7 @@ func (n *Node) openRaft() error {
 		store.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)
 	}
-	layer := newRaftLayer(n.port, n.cfg.NodeID)
+	layer := newRaftLayer(n.port, n.cfg.NodeID, n.memberAddr)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		ServerAddressProvider: addrProvider{n},
 		Stream:                layer,
@@ -213,12 +213,14 @@ func (n *Node) openRaft() error {
 // closeRaft stops raft (without a leadership transfer) and closes the store.
 func (n *Node) closeRaft() {
 	n.mu.Lock()
-	r, store, obs := n.r, n.store, n.obs
+	r, store, layer, obs := n.r, n.store, n.layer, n.obs
 	n.r, n.store, n.trans, n.layer, n.obs = nil, nil, nil, nil, nil
 	n.mu.Unlock()
 	if r != nil {
 		r.DeregisterObserver(obs)
-		if err := r.Shutdown().Error(); err != nil {
+		f := r.Shutdown()
+		layer.stop() // held dials give up, so raft's goroutines end
+		if err := f.Error(); err != nil {
 			n.log.Warn("raft shutdown", "err", err)
 		}
 	}

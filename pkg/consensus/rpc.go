@@ -278,6 +278,7 @@ func (rc *rpcClient) call(ctx context.Context, addr, peerID string, op byte, pay
 	defer func() { <-p.active }()
 
 	pc := rc.get(p)
+	reused := pc != nil
 	if pc == nil {
 		dctx, cancel := context.WithTimeout(ctx, rpcDialTimeout)
 		c, err := rc.port.Dial(dctx, addr, clusternet.KindRPC, peerID)
@@ -300,6 +301,9 @@ func (rc *rpcClient) call(ctx context.Context, addr, peerID string, op byte, pay
 	stopped := stop()
 	if err != nil {
 		pc.c.Close()
+		if reused { // the peer restarted, most likely: its other idle connections are dead too
+			rc.dropIdle(p)
+		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
@@ -315,6 +319,15 @@ func (rc *rpcClient) call(ctx context.Context, addr, peerID string, op byte, pay
 		return nil, &remoteError{code: code, msg: string(resp)}
 	}
 	return resp, nil
+}
+
+func (rc *rpcClient) dropIdle(p *peerPool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, pc := range p.idle {
+		pc.c.Close()
+	}
+	p.idle = nil
 }
 
 func (rc *rpcClient) close() {

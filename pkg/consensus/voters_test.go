@@ -63,12 +63,13 @@ func TestAddrProvider(t *testing.T) {
 	if got, _ := p.ServerAddr("node-b"); got != raft.ServerAddress("node-b@"+b.n.Addr()) {
 		t.Fatalf("configured address %q", got)
 	}
-	if _, err := p.ServerAddr("nobody"); err == nil {
-		t.Fatal("an unknown server resolved")
+	if got, err := p.ServerAddr("nobody"); err != nil || got != "nobody@" {
+		t.Fatalf("unknown server resolved to %q %v, want no address", got, err)
 	}
 	for _, tt := range []struct{ in, id, addr string }{
 		{"node-b@10.0.0.1:11004", "node-b", "10.0.0.1:11004"},
 		{"us@er@[::1]:11004", "us@er", "[::1]:11004"},
+		{"nobody@", "nobody", ""},
 		{"10.0.0.1:11004", "", "10.0.0.1:11004"},
 	} {
 		id, addr, ok := untagAddr(tt.in)
@@ -76,14 +77,37 @@ func TestAddrProvider(t *testing.T) {
 			t.Errorf("untagAddr(%q) = %q %q %v", tt.in, id, addr, ok)
 		}
 	}
-	// Raft never dials a plain address but its own.
-	l := newRaftLayer(a.port, a.id)
+	// Raft never dials a plain address but its own, nor a server with no address.
+	l := newRaftLayer(a.port, a.id, a.n.memberAddr)
+	if _, err := l.Dial("nobody@", time.Second); err == nil {
+		t.Fatal("dialled a server with no address")
+	}
 	if _, err := l.Dial(raft.ServerAddress(b.n.Addr()), time.Second); err == nil {
 		t.Fatal("dialled a plain address of another node")
 	}
 	if _, err := l.Dial(raft.ServerAddress("node-a@"+b.n.Addr()), time.Second); err == nil {
 		t.Fatal("dialled node-b's port as node-a: the certificate check did not run")
 	}
+	// A dial to a server that is not alive waits until it is, then goes to
+	// the address the membership has for it now.
+	held := make(chan error, 1)
+	go func() {
+		c, err := l.Dial("node-b@127.0.0.1:1", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		held <- err
+	}()
+	select {
+	case err := <-held:
+		t.Fatalf("dial to a dead server returned at once: %v", err)
+	case <-time.After(3 * holdPoll):
+	}
+	a.m.up(b.peer())
+	if err := <-held; err != nil {
+		t.Fatalf("held dial after the server came back: %v", err)
+	}
+
 	// Parking closes the open connections to a server and refuses new ones.
 	conn, err := l.Dial(raft.ServerAddress("node-b@"+b.n.Addr()), time.Second)
 	if err != nil {
@@ -102,6 +126,17 @@ func TestAddrProvider(t *testing.T) {
 		t.Fatalf("dial after unpark: %v", err)
 	}
 	conn.Close()
+
+	// Stopping the layer releases a held dial.
+	a.m.down("node-b", PeerDead)
+	go func() {
+		_, err := l.Dial(raft.ServerAddress("node-b@"+b.n.Addr()), time.Second)
+		held <- err
+	}()
+	l.stop()
+	if err := <-held; err == nil {
+		t.Fatal("held dial succeeded after stop")
+	}
 }
 
 // The leader of three dies and a follower restarts at a new port. The
