@@ -43,7 +43,10 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	local := pusher.NewLocalAdapter()
 	var adapter pusher.Adapter = local
 	if cfg.AdapterDriver == "cluster" {
-		cl, err := startCluster(ctx, cfg, local, logger)
+		// The cluster outlives ctx, which the first SIGTERM ends: shutdown
+		// keeps it up through the grace period, so that what the API still
+		// accepts reaches the other nodes, then drains it and leaves.
+		cl, err := startCluster(context.WithoutCancel(ctx), cfg, local, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -131,8 +134,10 @@ func newLimiter(cfg *config.Config, cl *cluster.Node, logger *slog.Logger) rateL
 
 // shutdown tells every client to reconnect elsewhere (4200) and keeps the
 // node up, failing /ready and /accept-traffic, for the whole grace period so
-// load balancers see it go; meanwhile the departures' webhooks are delivered.
-// Then the node leaves the cluster.
+// load balancers see it go; meanwhile the departures' webhooks are delivered
+// and the API's publishes still go to the other nodes. Then the cluster
+// refuses publishes (503), waits until the other nodes have acknowledged
+// what it accepted (at most another grace period), and leaves.
 func (n *node) shutdown(grace time.Duration) {
 	deadline := time.Now().Add(grace)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -148,6 +153,11 @@ func (n *node) shutdown(grace time.Duration) {
 	}
 	time.Sleep(time.Until(deadline))
 	if n.cluster != nil {
+		drainCtx, drainCancel := context.WithTimeout(context.Background(), max(grace, time.Second))
+		defer drainCancel()
+		if err := n.cluster.Drain(drainCtx); err != nil {
+			n.logger.Warn("leaving with messages the other nodes have not acknowledged", "err", err)
+		}
 		n.cluster.Leave()
 	}
 }

@@ -6,6 +6,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -54,8 +55,9 @@ type Adapter struct {
 
 	handler atomic.Pointer[handlerBox]
 
-	peersMu sync.RWMutex
-	peers   []string // alive peers with a stream address, self excluded
+	peersMu   sync.RWMutex
+	peers     []string // alive peers with a stream address, self excluded
+	lingering []string // peers declared dead whose streams are kept (node.go)
 
 	countsMu sync.Mutex
 	counts   map[string]nodeCounts // peer → its latest per-app socket counts
@@ -118,24 +120,26 @@ func (a *Adapter) announce(ctx context.Context, app string, t pusher.Transition)
 // Local returns the adapter of this node's own connections.
 func (a *Adapter) Local() *pusher.LocalAdapter { return a.local }
 
-// SetPeers sets the alive peers messages may go to.
-func (a *Adapter) SetPeers(ids []string) {
-	peers := make([]string, 0, len(ids))
-	for _, id := range ids {
+// SetPeers sets the peers messages go to: the alive ones, which a publish
+// must reach, and the lingering ones, declared dead but perhaps only cut
+// off, which get messages best effort.
+func (a *Adapter) SetPeers(alive, lingering []string) {
+	peers := make([]string, 0, len(alive))
+	for _, id := range alive {
 		if id != a.cfg.NodeID {
 			peers = append(peers, id)
 		}
 	}
 	a.peersMu.Lock()
-	a.peers = peers
+	a.peers, a.lingering = peers, lingering
 	a.peersMu.Unlock()
 	a.countsMu.Lock()
-	alive := map[string]bool{}
+	up := map[string]bool{}
 	for _, p := range peers {
-		alive[p] = true
+		up[p] = true
 	}
 	for id := range a.counts {
-		if !alive[id] {
+		if !up[id] {
 			delete(a.counts, id)
 		}
 	}
@@ -146,6 +150,12 @@ func (a *Adapter) alivePeers() []string {
 	a.peersMu.RLock()
 	defer a.peersMu.RUnlock()
 	return a.peers
+}
+
+func (a *Adapter) routes() (alive, lingering []string) {
+	a.peersMu.RLock()
+	defer a.peersMu.RUnlock()
+	return a.peers, a.lingering
 }
 
 // Run sends this node's socket counts and retries failed replica writes
@@ -196,15 +206,13 @@ func (a *Adapter) SignIn(c *pusher.Conn, userID string) { a.local.SignIn(c, user
 // with one map lookup, so every node gets every message.
 //
 // The other nodes are sent the frame first, so that their fan-out runs while
-// this node writes to its own sockets.
+// this node writes to its own sockets. The local fan-out happens even when
+// an alive node could not take the frame; the error (pusher.ErrUnavailable)
+// then tells the API to answer 503.
 func (a *Adapter) Publish(ctx context.Context, appID, channel string, f pusher.Frame, except string) (int, error) {
-	var err error
-	if peers := a.alivePeers(); len(peers) > 0 {
-		err = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel,
-			Except: except, Payload: f}, peers)
-		if err != nil {
-			a.warnSendFailure("publish to other nodes incomplete", appID, channel, err)
-		}
+	err := a.toAll(ctx, stream.Message{Kind: stream.KindPublish, App: appID, Channel: channel, Except: except, Payload: f})
+	if err != nil {
+		a.warnSendFailure("publish to other nodes incomplete", appID, channel, err)
 	}
 	n, _ := a.local.Publish(ctx, appID, channel, f, except)
 	return n, err
@@ -232,12 +240,22 @@ func (a *Adapter) TerminateUser(ctx context.Context, appID, userID string) error
 	return a.toAll(ctx, stream.Message{Kind: stream.KindTerminateUser, App: appID, Channel: userID})
 }
 
+// toAll queues m on the stream to every alive peer, then to every lingering
+// one. Only the alive peers' failures are returned, wrapped in
+// pusher.ErrUnavailable: a lingering peer's were expected (its stream
+// counts what it drops).
 func (a *Adapter) toAll(ctx context.Context, m stream.Message) error {
-	peers := a.alivePeers()
-	if len(peers) == 0 {
-		return nil
+	alive, lingering := a.routes()
+	var err error
+	if len(alive) > 0 {
+		if err = a.streams.Broadcast(ctx, m, alive); err != nil {
+			err = fmt.Errorf("%w: %w", pusher.ErrUnavailable, err)
+		}
 	}
-	return a.streams.Broadcast(ctx, m, peers)
+	if len(lingering) > 0 {
+		_ = a.streams.Broadcast(ctx, m, lingering)
+	}
+	return err
 }
 
 // SocketCount is this node's count plus the others' latest reports.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soketi-go/soketi/pkg/cluster/stream"
@@ -58,6 +59,12 @@ type Node struct {
 	// masterTimeout is how long a follower may go without hearing from
 	// the leader and still report a quorum.
 	masterTimeout time.Duration
+
+	// rewriteView is a test seam (export_test.go): when set, membership
+	// sees gossip's members through it, to fake a partition. poke makes
+	// membership apply it now.
+	rewriteView atomic.Pointer[func([]gossip.Member) []gossip.Member]
+	poke        chan struct{}
 }
 
 // View is what GET /cluster shows: gossip's view, the Raft status and the streams.
@@ -106,7 +113,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	}
 	logger := cfg.Logger
 	adv, _ := gossip.AdvertiseAddr(g)
-	n := &Node{logger: logger, masterTimeout: cfg.MasterTimeout}
+	n := &Node{logger: logger, masterTimeout: cfg.MasterTimeout, poke: make(chan struct{}, 1)}
 	if n.masterTimeout <= 0 {
 		n.masterTimeout = consensus.DefaultMasterTimeout
 	}
@@ -287,6 +294,18 @@ func hasQuorum(rs consensus.NodeStatus, masterTimeout time.Duration) bool {
 	return rs.LeaderID != "" && rs.LastContactMs >= 0 && time.Duration(rs.LastContactMs)*time.Millisecond < masterTimeout
 }
 
+// Drain is the first step of a graceful stop: from now on every publish
+// through this node is refused (the adapter's error wraps
+// pusher.ErrUnavailable: 503), and Drain waits until the other nodes that
+// are alive have acknowledged everything queued to them, or ctx ends. Call
+// Leave after it.
+func (n *Node) Drain(ctx context.Context) error {
+	if err := n.streams.Drain(ctx); err != nil {
+		return fmt.Errorf("cluster: drain: %w", err)
+	}
+	return nil
+}
+
 // Leave announces a graceful departure, so that peers mark this node "left"
 // at once, and hands Raft leadership over; then it stops.
 func (n *Node) Leave() {
@@ -366,6 +385,8 @@ func (m *membership) run(ctx context.Context, cn *Node) {
 			m.refresh(cn)
 		case <-refresh.C:
 			m.refresh(cn)
+		case <-cn.poke:
+			m.refresh(cn)
 		}
 	}
 }
@@ -384,18 +405,38 @@ func (m *membership) push(ev consensus.MemberEvent) {
 	}
 }
 
+// refresh gives the streams and the adapter the peers: the alive (and
+// suspect) members, and the dead ones, which linger. A dead verdict may be a
+// partition that heals: the dead member's stream keeps its queue (bounded,
+// the oldest evicted) and keeps redialling, and the adapter goes on sending
+// to it, so that once reachable it resumes the same stream and gets what
+// was published meanwhile; a publish through this node just after the heal,
+// before gossip has caught up, is not lost. A member is dropped once it has
+// left, or once gossip forgets it (5 minutes after its death); a new
+// incarnation of it gets a new stream.
 func (m *membership) refresh(cn *Node) {
-	alive := m.members.AliveMembers()
-	addrs := make(map[string]string, len(alive))
-	ids := make([]string, 0, len(alive))
-	for _, mem := range alive {
-		if mem.RaftAddr != "" {
-			addrs[mem.ID] = mem.RaftAddr
-			ids = append(ids, mem.ID)
-		}
+	members := m.members.View().Members
+	if f := cn.rewriteView.Load(); f != nil {
+		members = (*f)(members)
 	}
-	cn.streams.SetPeers(addrs)
-	cn.adapter.SetPeers(ids)
+	peers := make(map[string]stream.Peer, len(members))
+	var alive, lingering []string
+	for _, mem := range members {
+		if mem.Self || mem.RaftAddr == "" {
+			continue
+		}
+		switch mem.State {
+		case gossip.StateAlive, gossip.StateSuspect:
+			alive = append(alive, mem.ID)
+		case gossip.StateDead:
+			lingering = append(lingering, mem.ID)
+		default: // left
+			continue
+		}
+		peers[mem.ID] = stream.Peer{Addr: mem.RaftAddr, Incarnation: mem.Incarnation, Lingering: mem.State == gossip.StateDead}
+	}
+	cn.streams.SetPeers(peers)
+	cn.adapter.SetPeers(alive, lingering)
 }
 
 func eventType(t gossip.EventType) (consensus.MemberEventType, bool) {

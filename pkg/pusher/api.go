@@ -460,7 +460,10 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	if !s.consume(w, app, LimitBackendEvents, len(channels)) {
 		return
 	}
-	s.publishEvent(r.Context(), app, &e, channels)
+	if err := s.publishEvent(r.Context(), app, &e, channels); err != nil {
+		s.unavailable(w)
+		return
+	}
 	info := strings.TrimSpace(e.Info)
 	if info == "" {
 		info = r.URL.Query().Get("info")
@@ -503,9 +506,16 @@ func (s *Server) postBatchEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wantInfo := false
+	var unavailable error
 	for i := range body.Batch {
-		s.publishEvent(r.Context(), app, &body.Batch[i], all[i])
+		if err := s.publishEvent(r.Context(), app, &body.Batch[i], all[i]); err != nil {
+			unavailable = err
+		}
 		wantInfo = wantInfo || body.Batch[i].Info != ""
+	}
+	if unavailable != nil {
+		s.unavailable(w)
+		return
 	}
 	if !wantInfo {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
@@ -547,34 +557,60 @@ func (s *Server) channelsInfo(ctx context.Context, app *App, channels []string, 
 	return out
 }
 
-// publishEvent frames the event once per channel and delivers it.
-func (s *Server) publishEvent(ctx context.Context, app *App, e *eventRequest, channels []string) {
+// ErrUnavailable is wrapped by an adapter's Publish or SendToUser error when
+// a node that should get the message could not take it: its queue is full,
+// or this node is stopping. This node's own subscribers have had it. The
+// API answers 503, which the caller should retry; subscribers that had the
+// message get it again.
+var ErrUnavailable = errors.New("pusher: not every node could take the message")
+
+// publishEvent frames the event once per channel and delivers it, to every
+// channel even when a node refuses it for one; the error then wraps
+// ErrUnavailable. Other adapter errors are logged, as for client events.
+func (s *Server) publishEvent(ctx context.Context, app *App, e *eventRequest, channels []string) error {
 	except := ""
 	if e.SocketID != nil {
 		except = *e.SocketID
 	}
+	var unavailable error
 	for _, ch := range channels {
-		payload := EventJSON(*e.Name, ch, e.Data, nil)
-		if strings.HasPrefix(ch, PrefixServerToUser) {
-			f := TextFrame(payload)
-			n, err := s.opts.Adapter.SendToUser(ctx, app.ID, strings.TrimPrefix(ch, PrefixServerToUser), f)
-			if err != nil {
-				s.log.Warn("send to user failed", "app_id", app.ID, "err", err)
+		f := TextFrame(EventJSON(*e.Name, ch, e.Data, nil))
+		var n int
+		var err error
+		if user, ok := strings.CutPrefix(ch, PrefixServerToUser); ok {
+			n, err = s.opts.Adapter.SendToUser(ctx, app.ID, user, f)
+		} else {
+			if IsCacheChannel(ch) {
+				s.cache.put(app.ID, ch, f, s.opts.ChannelCacheTTL)
+				if cs, ok := s.opts.Adapter.(CacheSharer); ok {
+					cs.ShareCache(ctx, app.ID, ch, f)
+				}
 			}
-			if n > 0 {
-				s.opts.Metrics.FramesSent(app.ID, n, len(f))
-			}
-			continue
+			n, err = s.opts.Adapter.Publish(ctx, app.ID, ch, f, except)
 		}
-		if IsCacheChannel(ch) {
-			f := TextFrame(payload)
-			s.cache.put(app.ID, ch, f, s.opts.ChannelCacheTTL)
-			if cs, ok := s.opts.Adapter.(CacheSharer); ok {
-				cs.ShareCache(ctx, app.ID, ch, f)
-			}
+		switch {
+		case errors.Is(err, ErrUnavailable):
+			unavailable = err // the adapter logs these, a few at most
+			s.log.Debug("publish refused", "app_id", app.ID, "channel", ch, "err", err)
+		case err != nil:
+			s.log.Warn("publish failed", "app_id", app.ID, "channel", ch, "err", err)
 		}
-		s.broadcast(ctx, app, ch, payload, except)
+		if n > 0 {
+			s.opts.Metrics.FramesSent(app.ID, n, len(f))
+		}
 	}
+	return unavailable
+}
+
+// unavailable answers a publish that a node could not take (ErrUnavailable).
+func (s *Server) unavailable(w http.ResponseWriter) {
+	s.opts.Metrics.Rejected("unavailable")
+	msg := "Another node could not take the event in time. Retry shortly; subscribers that got it may get it twice."
+	if s.closing.Load() {
+		msg = "The server is closing and could not forward the event. Retry through another server. :)"
+	}
+	w.Header().Set("Retry-After", "1")
+	apiError(w, http.StatusServiceUnavailable, msg)
 }
 
 func (s *Server) terminate(w http.ResponseWriter, r *http.Request) {

@@ -37,7 +37,7 @@ func benchPair(b *testing.B, tr func(*testing.B, string) func(*Config), f func(s
 	}
 	b.Cleanup(func() { _ = recv.Close() })
 	send := newNode(b, "a", tr(b, "a"))
-	send.SetPeers(map[string]string{"b": cfg.Listener.Addr().String()})
+	send.SetPeers(map[string]Peer{"b": {Addr: cfg.Listener.Addr().String()}})
 	testutil.WaitFor(b, 10*time.Second, "connection", func() bool { return send.peerStats("b").Connected })
 	return send.Streams
 }

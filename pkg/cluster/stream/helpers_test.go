@@ -112,9 +112,9 @@ func newNode(t testing.TB, id string, mutate func(*Config)) *node {
 // mesh makes every node a peer of every other.
 func mesh(nodes ...*node) {
 	for _, n := range nodes {
-		peers := make(map[string]string)
+		peers := make(map[string]Peer)
 		for _, o := range nodes {
-			peers[o.id] = o.addr
+			peers[o.id] = Peer{Addr: o.addr}
 		}
 		n.SetPeers(peers)
 	}

@@ -144,7 +144,7 @@ func (s *Streams) acceptLoop() {
 			} else {
 				s.log.Debug("accept still failing", "error", err, "retry_in", delay)
 			}
-			if !sleep(s.ctx, delay) {
+			if !sleep(s.ctx, delay, nil) {
 				return
 			}
 			delay = min(2*delay, maxBackoff)

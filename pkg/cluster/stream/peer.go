@@ -31,7 +31,9 @@ type peer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{} // capacity 1: the writer may have work
+	redial chan struct{} // capacity 1: dial now, without waiting for the back-off
 	c      counters
+	inc    uint64 // the destination's incarnation as SetPeers gave it; guarded by s.mu
 
 	mu          sync.Mutex
 	addr        string
@@ -43,6 +45,7 @@ type peer struct {
 	bytes       int    // cost of all queued messages
 	pending     int    // cost of the messages after written
 	connected   bool
+	lingering   bool // see Peer.Lingering
 	closed      bool
 	closeErr    error
 	remoteInc   uint64 // destination incarnation at the last handshake
@@ -52,32 +55,50 @@ type peer struct {
 	evicting    bool          // eviction logged during this outage
 }
 
-func newPeer(s *Streams, id, addr string) *peer {
+func newPeer(s *Streams, id string, spec Peer) *peer {
 	ctx, cancel := context.WithCancel(s.ctx)
 	return &peer{
-		s:      s,
-		id:     id,
-		epoch:  nextEpoch(),
-		log:    s.log.With("peer", id),
-		ctx:    ctx,
-		cancel: cancel,
-		wake:   make(chan struct{}, 1),
-		addr:   addr,
-		first:  1,
-		space:  make(chan struct{}),
+		s:         s,
+		id:        id,
+		epoch:     nextEpoch(),
+		log:       s.log.With("peer", id),
+		ctx:       ctx,
+		cancel:    cancel,
+		wake:      make(chan struct{}, 1),
+		redial:    make(chan struct{}, 1),
+		inc:       spec.Incarnation,
+		addr:      spec.Addr,
+		lingering: spec.Lingering,
+		first:     1,
+		space:     make(chan struct{}),
 	}
 }
 
-func (p *peer) setAddr(addr string) {
+// update applies a new address (the connection is redialled, the queue
+// kept) and the lingering mark. A peer back from lingering, or at a new
+// address, is dialled at once rather than after the back-off.
+func (p *peer) update(spec Peer) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if addr == p.addr {
-		return
+	kick := false
+	if spec.Addr != p.addr {
+		p.log.Info("peer address changed", "addr", spec.Addr, "previous", p.addr)
+		p.addr = spec.Addr
+		if p.conn != nil {
+			_ = p.conn.Close()
+		}
+		kick = true
 	}
-	p.log.Info("peer address changed", "addr", addr, "previous", p.addr)
-	p.addr = addr
-	if p.conn != nil {
-		_ = p.conn.Close()
+	if spec.Lingering != p.lingering {
+		p.log.Info("peer lingering changed", "lingering", spec.Lingering, "connected", p.connected)
+		p.lingering = spec.Lingering
+		kick = kick || !spec.Lingering
+	}
+	if kick {
+		select {
+		case p.redial <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -86,7 +107,8 @@ func (p *peer) next() uint64 { return p.first + uint64(len(p.q)-p.head) }
 func (p *peer) at(seq uint64) []byte { return p.q[p.head+int(seq-p.first)] }
 
 // enqueue appends msg. While connected and full it waits for the writer to
-// make room until dl expires; while disconnected it evicts the oldest.
+// make room until dl expires. While disconnected and full it refuses msg,
+// or, lingering, evicts the oldest.
 func (p *peer) enqueue(ctx context.Context, msg []byte, dl *deadline) error {
 	p.mu.Lock()
 	for !p.closed && p.connected && p.pending > 0 && p.pending+msgCost(msg) > p.s.cfg.MaxQueueBytes {
@@ -115,11 +137,22 @@ func (p *peer) enqueue(ctx context.Context, msg []byte, dl *deadline) error {
 		p.mu.Unlock()
 		return err
 	}
-	p.q = append(p.q, msg)
+	// Checked under p.mu, which Drain takes to look at the queue: a message
+	// is either refused or waited for.
+	if p.s.draining.Load() {
+		p.mu.Unlock()
+		return ErrClosed
+	}
 	n := msgCost(msg)
+	if !p.connected && !p.lingering && p.bytes > 0 && p.bytes+n > p.s.cfg.MaxQueueBytes+p.s.cfg.RetainBytes {
+		p.mu.Unlock()
+		p.c.backpressure.Add(1)
+		return ErrBackpressure
+	}
+	p.q = append(p.q, msg)
 	p.bytes += n
 	p.pending += n
-	if !p.connected {
+	if !p.connected && p.lingering {
 		p.evict()
 	}
 	p.mu.Unlock()
@@ -171,8 +204,9 @@ func (p *peer) popFront() {
 	}
 }
 
-// evict keeps an unreachable peer's queue within MaxQueueBytes+RetainBytes
-// by dropping the oldest messages; the destination sees the gap. p.mu is held.
+// evict keeps an unreachable lingering peer's queue within
+// MaxQueueBytes+RetainBytes by dropping the oldest messages; the
+// destination sees the gap. p.mu is held.
 func (p *peer) evict() {
 	limit := p.s.cfg.MaxQueueBytes + p.s.cfg.RetainBytes
 	dropped := 0
@@ -301,9 +335,20 @@ func (p *peer) onDisconnected() {
 	p.connected = false
 	p.conn = nil
 	p.signalSpace()
-	if !p.closed {
+	if !p.closed && p.lingering {
 		p.evict()
 	}
+}
+
+// undrained is how many messages Drain still waits for: every one queued
+// or unacknowledged, unless the peer is lingering or closed.
+func (p *peer) undrained() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.lingering {
+		return 0
+	}
+	return len(p.q) - p.head
 }
 
 // close stops the stream and drops the queue, returning how many messages
@@ -347,7 +392,7 @@ func (p *peer) run() {
 			} else {
 				p.log.Debug("peer still unreachable", "error", err, "retry_in", delay)
 			}
-			if !sleep(p.ctx, jitter(delay)) {
+			if !sleep(p.ctx, jitter(delay), p.redial) {
 				return
 			}
 			delay = min(2*delay, maxBackoff)
@@ -364,7 +409,7 @@ func (p *peer) run() {
 			return
 		}
 		p.log.Info("peer disconnected", "error", err)
-		if !sleep(p.ctx, jitter(minBackoff)) {
+		if !sleep(p.ctx, jitter(minBackoff), p.redial) {
 			return
 		}
 	}
@@ -537,6 +582,7 @@ func (p *peer) stats() PeerStats {
 	st := PeerStats{
 		Addr:         p.addr,
 		Connected:    p.connected,
+		Lingering:    p.lingering,
 		Queued:       int(p.next() - 1 - p.written),
 		QueuedBytes:  p.pending,
 		Unacked:      int(p.written + 1 - p.first),
@@ -551,11 +597,14 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d, or less if wake (which may be nil) fires; false means ctx ended.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-wake:
 		return true
 	case <-ctx.Done():
 		return false

@@ -8,9 +8,9 @@ type Counters struct {
 	Sent uint64 `json:"sent"`
 	// Retransmitted messages were written again after a reconnect.
 	Retransmitted uint64 `json:"retransmitted"`
-	// Dropped messages left the queue unacknowledged: evicted while the
-	// peer was unreachable, addressed to a peer process that restarted, or
-	// queued for a peer that was removed.
+	// Dropped messages left the queue unacknowledged: evicted while a
+	// lingering peer was unreachable, addressed to a peer process that
+	// restarted, or queued for a peer that was removed or replaced.
 	Dropped uint64 `json:"dropped"`
 	// Backpressure counts Sends refused with ErrBackpressure.
 	Backpressure uint64 `json:"backpressure"`
@@ -22,6 +22,9 @@ type Counters struct {
 type PeerStats struct {
 	Addr      string `json:"addr"`
 	Connected bool   `json:"connected"`
+	// Lingering: gossip declared the peer dead; its stream is kept in case
+	// it was only cut off (Peer.Lingering).
+	Lingering bool `json:"lingering"`
 	// Queued messages are not yet written.
 	Queued      int `json:"queued"`
 	QueuedBytes int `json:"queued_bytes"`

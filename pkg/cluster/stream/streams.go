@@ -156,6 +156,9 @@ type Streams struct {
 	// peers is replaced, never mutated, so Send reads it without a lock.
 	peers atomic.Pointer[map[string]*peer]
 
+	// draining makes every peer refuse new messages (Drain).
+	draining atomic.Bool
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -223,11 +226,29 @@ func (s *Streams) Start(ctx context.Context) error {
 	return nil
 }
 
-// SetPeers replaces the peer set (node id → address passed to Dial),
-// normally the alive gossip members. New peers are dialled; removed ones
-// are closed and their queued messages dropped; a changed address is
+// Peer is a node to keep a stream to.
+type Peer struct {
+	// Addr is passed to Dial.
+	Addr string
+	// Incarnation is the node's process life as gossip knows it, 0 when
+	// unknown. When it changes the stream is replaced by a new one: what
+	// was queued was meant for a process that is gone.
+	Incarnation uint64
+	// Lingering marks a node that gossip declared dead but that may only be
+	// cut off and come back. Its stream keeps its queue and keeps
+	// redialling; while it is unreachable Send never fails, and beyond the
+	// bound the oldest messages are evicted. To a peer not lingering
+	// (believed alive) an unreachable peer's full queue refuses the message
+	// instead (ErrBackpressure), so the caller knows.
+	Lingering bool
+}
+
+// SetPeers replaces the peer set (node id → peer), normally the gossip
+// members that are alive or dead but not gone. New peers are dialled;
+// removed ones are closed and their queued messages dropped; a peer whose
+// Incarnation changed is replaced by a new stream; a changed address is
 // redialled with the queue kept. This node's own id is ignored.
-func (s *Streams) SetPeers(peers map[string]string) {
+func (s *Streams) SetPeers(peers map[string]Peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -235,28 +256,37 @@ func (s *Streams) SetPeers(peers map[string]string) {
 	}
 	old := *s.peers.Load()
 	next := make(map[string]*peer, len(peers))
-	for id, addr := range peers {
+	var added []*peer
+	for id, spec := range peers {
 		if id == s.cfg.NodeID {
 			continue
 		}
-		if p, ok := old[id]; ok {
-			p.setAddr(addr)
+		if p, ok := old[id]; ok && (p.inc == 0 || spec.Incarnation == 0 || p.inc == spec.Incarnation) {
+			p.inc = max(p.inc, spec.Incarnation)
+			p.update(spec)
 			next[id] = p
 			continue
 		}
-		p := newPeer(s, id, addr)
+		p := newPeer(s, id, spec)
 		next[id] = p
+		added = append(added, p)
+	}
+	for id, p := range old {
+		if next[id] != p {
+			dropped := p.close(ErrUnknownPeer)
+			s.removed.add(p.counters())
+			if next[id] != nil {
+				s.log.Info("peer restarted, new stream", "peer", id, "incarnation", next[id].inc, "dropped", dropped)
+			} else {
+				s.log.Info("peer removed", "peer", id, "dropped", dropped)
+			}
+		}
+	}
+	for _, p := range added {
 		if s.started {
 			s.startPeer(p)
 		}
-		s.log.Info("peer added", "peer", id, "addr", addr)
-	}
-	for id, p := range old {
-		if _, ok := next[id]; !ok {
-			dropped := p.close(ErrUnknownPeer)
-			s.removed.add(p.counters())
-			s.log.Info("peer removed", "peer", id, "dropped", dropped)
-		}
+		s.log.Info("peer added", "peer", p.id, "addr", p.addr, "lingering", p.lingering)
 	}
 	s.peers.Store(&next)
 }
@@ -270,10 +300,12 @@ func (s *Streams) startPeer(p *peer) {
 }
 
 // Send queues m on the ordered stream to peer. It returns nil once m is
-// queued, ErrUnknownPeer, ErrInvalidMessage, ErrClosed, ctx's error, or
-// ErrBackpressure when the peer is connected and its queue stayed full for
-// SendTimeout. Send never blocks longer than SendTimeout. While the peer is
-// unreachable Send does not block: the queue keeps the newest
+// queued, ErrUnknownPeer, ErrInvalidMessage, ErrClosed (after Close or
+// Drain), ctx's error, or ErrBackpressure when m does not fit: the peer is
+// connected and its queue stayed full for SendTimeout, or it is unreachable
+// and holds MaxQueueBytes+RetainBytes already. Send never blocks longer than
+// SendTimeout, and not at all while the peer is unreachable. To a lingering
+// peer that is unreachable it never fails: the queue keeps the newest
 // MaxQueueBytes+RetainBytes and the evicted messages are counted as dropped.
 func (s *Streams) Send(ctx context.Context, peer string, m Message) error {
 	enc, err := encodeMessage(m)
@@ -305,7 +337,11 @@ func (s *Streams) Broadcast(ctx context.Context, m Message, peers []string) erro
 	var errs []error
 	send := func(id string, p *peer) {
 		if p == nil {
-			errs = append(errs, fmt.Errorf("peer %s: %w", id, ErrUnknownPeer))
+			cause := ErrUnknownPeer
+			if s.isClosed() {
+				cause = ErrClosed
+			}
+			errs = append(errs, fmt.Errorf("peer %s: %w", id, cause))
 			return
 		}
 		if err := p.enqueue(ctx, enc, &dl); err != nil {
@@ -324,6 +360,34 @@ func (s *Streams) Broadcast(ctx context.Context, m Message, peers []string) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Drain makes Send and Broadcast refuse every new message (ErrClosed) and
+// waits until everything queued to the peers that are not lingering has
+// been acknowledged, or ctx ends. The streams keep running (acks, inbound
+// messages) until Close. A node that is stopping calls it before it leaves,
+// so that what it accepted reaches the others.
+func (s *Streams) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	t := time.NewTicker(ackDelay)
+	defer t.Stop()
+	for {
+		left, peers := 0, 0
+		for _, p := range *s.peers.Load() {
+			if n := p.undrained(); n > 0 {
+				left += n
+				peers++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream: %d messages to %d peers not acknowledged: %w", left, peers, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // Close stops every stream and waits for its goroutines, including any

@@ -17,7 +17,7 @@ func TestStreams_HelloMustMatchProvenIdentity(t *testing.T) {
 	// b's transport proves every connection to be node "c".
 	b := newNode(t, "b", func(c *Config) { c.PeerID = func(net.Conn) string { return "c" } })
 	a := newNode(t, "a", nil)
-	a.SetPeers(map[string]string{"b": b.addr})
+	a.SetPeers(map[string]Peer{"b": {Addr: b.addr}})
 	if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestStreams_HelloMustMatchProvenIdentity(t *testing.T) {
 
 	// The node the transport does prove gets through.
 	c := newNode(t, "c", nil)
-	c.SetPeers(map[string]string{"b": b.addr})
+	c.SetPeers(map[string]Peer{"b": {Addr: b.addr}})
 	sendAll(t, c.Streams, "b", 1, 10, 8)
 	testutil.WaitFor(t, 10*time.Second, "delivery from the proven origin", func() bool { return b.rec.count("c") == 10 })
 	checkRange(t, b.rec.seqs("c"), 1, 10)
@@ -43,7 +43,7 @@ func TestStreams_DialerRefusesUnprovenDestination(t *testing.T) {
 	// a's transport proves that the address it dialled for "b" is node "x".
 	b := newNode(t, "b", nil)
 	a := newNode(t, "a", func(c *Config) { c.PeerID = func(net.Conn) string { return "x" } })
-	a.SetPeers(map[string]string{"b": b.addr})
+	a.SetPeers(map[string]Peer{"b": {Addr: b.addr}})
 	if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestStreams_MutualTLSIdentity(t *testing.T) {
 		// from "a" does not.
 		b := newNode(t, "b", withTLS(t, "b"))
 		a := newNode(t, "a", withTLS(t, "c"))
-		a.SetPeers(map[string]string{"b": b.addr})
+		a.SetPeers(map[string]Peer{"b": {Addr: b.addr}})
 		if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func TestStreams_MutualTLSIdentity(t *testing.T) {
 		// a believes b is at c's address: Dial must not get past TLS.
 		c := newNode(t, "c", withTLS(t, "c"))
 		a := newNode(t, "a", withTLS(t, "a"))
-		a.SetPeers(map[string]string{"b": c.addr})
+		a.SetPeers(map[string]Peer{"b": {Addr: c.addr}})
 		if err := a.Send(context.Background(), "b", numbered(1, 8)); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestStreams_BoundsConcurrentHandshakes(t *testing.T) {
 	}
 	idle = nil
 	a := newNode(t, "a", nil)
-	a.SetPeers(map[string]string{"b": b.addr})
+	a.SetPeers(map[string]Peer{"b": {Addr: b.addr}})
 	sendAll(t, a.Streams, "b", 1, 10, 8)
 	testutil.WaitFor(t, 10*time.Second, "delivery once the slots are free", func() bool { return b.rec.count("a") == 10 })
 }
@@ -221,7 +221,7 @@ func TestStreams_ServesAnyListenerAndClosesIt(t *testing.T) {
 			}
 		}
 	})
-	a.SetPeers(map[string]string{"b": "pipe"})
+	a.SetPeers(map[string]Peer{"b": {Addr: "pipe"}})
 	sendAll(t, a.Streams, "b", 1, 100, 64)
 	testutil.WaitFor(t, 10*time.Second, "delivery over the listener", func() bool { return b.rec.count("a") == 100 })
 	checkRange(t, b.rec.seqs("a"), 1, 100)
