@@ -68,6 +68,12 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 			n.metrics.ObserveCluster(func() metrics.ClusterStats { return clusterFigures(n.cluster.Figures()) })
 		}
 	}
+	var ready func() bool
+	if n.cluster != nil {
+		// Not ready until in a raft group: a load balancer never routes to
+		// a node that a merge could still wipe.
+		ready = n.cluster.Ready
+	}
 	n.server = pusher.New(pusher.Options{
 		Apps:                      apps,
 		Adapter:                   adapter,
@@ -84,6 +90,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		CORSMethods:               cfg.CORS.Methods,
 		CORSHeaders:               cfg.CORS.AllowedHeaders,
 		MemoryThresholdPct:        cfg.AcceptTrafficMemoryThreshold,
+		Ready:                     ready,
 	})
 
 	api := n.server.Router()

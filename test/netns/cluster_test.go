@@ -188,3 +188,30 @@ func TestCluster_PrefixesStayApart(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// /ready answers 503 while a cluster node is still joining, and 200 once it
+// is in a group (here: alone, after the discovery window), so that a load
+// balancer never routes to a node a merge could still wipe.
+func TestCluster_ReadyOnlyOnceInAGroup(t *testing.T) {
+	nw := netns.New(t, 1)
+	n := startNode(t, nw.Hosts[0], clusterEnv("ready-"+nw.ID, 0))
+	url := "http://" + nw.Hosts[0].Addr.String() + ":6001/ready"
+	var codes []int
+	testutil.WaitFor(t, 15*time.Second, "/ready to answer 200", func() bool {
+		resp, err := httpClient.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		if len(codes) == 0 || codes[len(codes)-1] != resp.StatusCode {
+			codes = append(codes, resp.StatusCode)
+		}
+		return resp.StatusCode == 200
+	})
+	if len(codes) < 2 || codes[0] != 503 {
+		t.Fatalf("/ready answered %v; want 503 while joining, then 200", codes)
+	}
+	if !n.running() {
+		t.Fatal("node exited")
+	}
+}
