@@ -65,6 +65,7 @@ type Adapter struct {
 	queries *queries
 	retry   *retryQueue
 	view    *memberView
+	batch   *batcher // group commit of presence and occupancy writes
 
 	// sendFailures counts messages other nodes did not get (back-pressure,
 	// an unknown peer); they are logged at most once per sendWarnEvery.
@@ -105,6 +106,7 @@ func New(cfg Config, local *pusher.LocalAdapter, replica Replica, streams Stream
 	a.queries = newQueries(a)
 	a.retry = newRetryQueue(a)
 	a.view = newMemberView(local)
+	a.batch = newBatcher(defaultBatchLimits)
 	return a
 }
 

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 
 	"github.com/soketi-go/soketi/pkg/consensus"
 )
@@ -74,24 +72,6 @@ type batcher struct {
 
 func newBatcher(l batchLimits) *batcher {
 	return &batcher{limits: l, slots: make(chan struct{}, l.queued)}
-}
-
-// batchers holds each Adapter's batcher. Adapter has no field for it, so
-// it is kept by a weak key and removed when its Adapter is collected; the
-// batcher holds no reference to the Adapter, and its workers hold the
-// replica only while they have writes to send.
-var batchers sync.Map // weak.Pointer[Adapter] → *batcher
-
-func (a *Adapter) batcher() *batcher {
-	k := weak.Make(a)
-	if b, ok := batchers.Load(k); ok {
-		return b.(*batcher)
-	}
-	b, loaded := batchers.LoadOrStore(k, newBatcher(defaultBatchLimits))
-	if !loaded {
-		runtime.AddCleanup(a, func(k weak.Pointer[Adapter]) { batchers.Delete(k) }, k)
-	}
-	return b.(*batcher)
 }
 
 // submit sends cmd (a batchable command) through the batcher and returns

@@ -279,11 +279,3 @@ func TestBatcher_FullQueue(t *testing.T) {
 		return len(b.queue) == 0 && b.running == 0 && len(b.slots) == 0
 	})
 }
-
-// An Adapter keeps one batcher.
-func TestBatcher_OnePerAdapter(t *testing.T) {
-	a, other := &Adapter{}, &Adapter{}
-	if a.batcher() != a.batcher() || a.batcher() == other.batcher() {
-		t.Fatal("batcher not per adapter")
-	}
-}

@@ -118,7 +118,7 @@ func (a *Adapter) apply(ctx context.Context, cmd consensus.Command) (consensus.R
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ApplyTimeout)
 	defer cancel()
 	if consensus.Batchable(cmd.Type()) {
-		return a.batcher().submit(ctx, a.replica, a.cfg.ApplyTimeout, cmd)
+		return a.batch.submit(ctx, a.replica, a.cfg.ApplyTimeout, cmd)
 	}
 	return a.replica.Apply(ctx, cmd)
 }
