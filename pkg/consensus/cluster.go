@@ -285,6 +285,13 @@ func (n *Node) reconcile(ctx context.Context, st *controlState, r *raft.Raft) (p
 		if id == n.cfg.NodeID || !n.gone(st, id, now) {
 			continue
 		}
+		if s.Suffrage == raft.Voter && !n.reaped(st, id, now) {
+			// A voter that left gracefully is most often being restarted
+			// (a rolling deploy): kept for the reap delay, it is a voter
+			// again the moment it is back, and a second restart meanwhile
+			// does not find the group at two voters.
+			continue
+		}
 		if s.Suffrage != raft.Voter {
 			n.logFuture(r.RemoveServer(s.ID, 0, timeout), "remove non-voter", id)
 			continue
@@ -336,10 +343,18 @@ func aliveNonVoters(alive []Peer, byID map[string]raft.Server) []string {
 	return out
 }
 
-// gone reports whether id left, or has been dead for ReapDelay.
+// gone reports whether id left, or has been dead for ReapDelay: its
+// presence is purged then.
 func (n *Node) gone(st *controlState, id string, now time.Time) bool {
 	since, ok := st.goneSince[id]
 	return ok && (st.left[id] || now.Sub(since) >= n.cfg.ReapDelay)
+}
+
+// reaped reports whether id has been gone, left or dead, for ReapDelay: a
+// voter leaves the configuration no sooner.
+func (n *Node) reaped(st *controlState, id string, now time.Time) bool {
+	since, ok := st.goneSince[id]
+	return ok && now.Sub(since) >= n.cfg.ReapDelay
 }
 
 // admit adds an alive member that is not in the configuration as a

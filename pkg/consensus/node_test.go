@@ -289,9 +289,13 @@ func TestCluster_MergeSeparateGroups(t *testing.T) {
 	}
 }
 
-func TestCluster_GracefulLeaveRemovedAtOnce(t *testing.T) {
+// A node that leaves gracefully has its presence purged at once, but stays
+// a voter for the reap delay: most often it is being restarted, and comes
+// back a voter.
+func TestCluster_GracefulLeavePurgedAtOnceVoterAfterReapDelay(t *testing.T) {
 	c := newTestCluster(t, 3, 3)
-	c.tweak = func(cfg *Config) { cfg.ReapDelay = time.Minute } // only a leave can explain a quick removal
+	const reap = 3 * time.Second
+	c.tweak = func(cfg *Config) { cfg.ReapDelay = reap }
 	for i := range 3 {
 		c.start(i)
 	}
@@ -301,15 +305,52 @@ func TestCluster_GracefulLeaveRemovedAtOnce(t *testing.T) {
 	c.joinLocal(lead, "presence-x", `"leaver"`)
 
 	// The leader shuts down gracefully: it hands leadership over, gossip
-	// reports a leave, and the new leader removes and purges it at once.
+	// reports a leave, and the new leader purges its presence at once.
 	lead.n.Shutdown()
 	c.down(lead, PeerLeft)
+	left := time.Now()
 	lead.stop()
 	<-lead.done
 	lead.n = nil
 	next := c.waitLeader(10 * time.Second)
-	testutil.WaitFor(t, 10*time.Second, "left node removed and purged", func() bool {
-		return !slices.Contains(voters(next), lead.id) && next.n.FSM().MemberCount("app", "presence-x") == 0
+	testutil.WaitFor(t, 2*time.Second, "left node's presence purged", func() bool {
+		return next.n.FSM().MemberCount("app", "presence-x") == 0
 	})
+	if !slices.Contains(voters(next), lead.id) && time.Since(left) < reap {
+		t.Fatalf("left voter removed after %s, before the reap delay", time.Since(left))
+	}
+	testutil.WaitFor(t, 10*time.Second, "left voter removed after the reap delay", func() bool {
+		return !slices.Contains(voters(next), lead.id)
+	})
+	if took := time.Since(left); took < reap {
+		t.Fatalf("left voter removed after %s, before the reap delay %s", took, reap)
+	}
 	c.waitMembers(5*time.Second, "presence-x")
+}
+
+// A voter restarted gracefully within the reap delay (a rolling deploy) is
+// a voter again as soon as it is back, with no re-admission.
+func TestCluster_RestartedLeaverIsAVoterAtOnce(t *testing.T) {
+	c := newTestCluster(t, 3, 3)
+	c.tweak = func(cfg *Config) { cfg.ReapDelay = time.Minute }
+	for i := range 3 {
+		c.start(i)
+	}
+	c.link(0, 1, 2)
+	lead := c.waitLeader(15 * time.Second)
+	c.waitRegistered(10 * time.Second)
+	f := c.follower()
+	c.leave(f)
+	time.Sleep(time.Second) // the leader has seen the leave
+	if !slices.Contains(voters(lead), f.id) {
+		t.Fatalf("a left voter was removed before the reap delay: voters %v", voters(lead))
+	}
+	c.start(slices.Index(c.nodes, f))
+	back := time.Now()
+	c.link(0, 1, 2)
+	c.waitRegistered(10 * time.Second)
+	t.Logf("restarted leaver registered %s after its return", time.Since(back).Round(time.Millisecond))
+	if v := voters(lead); len(v) != 3 {
+		t.Fatalf("voters %v after the restart", v)
+	}
 }

@@ -306,11 +306,14 @@ func TestCluster_DeadVoterReplacedByNonvoter(t *testing.T) {
 	}
 }
 
-// A member that left (removed at once) and comes back is admitted as a
-// non-voter and promoted within a second of being caught up.
+// A member that left (removed after a short reap delay) and comes back is
+// admitted as a non-voter and promoted within a second of being caught up.
 func TestCluster_ReturningNonvoterPromotedFast(t *testing.T) {
 	c := newTestCluster(t, 3, 3)
-	c.tweak = func(cfg *Config) { cfg.MasterTimeout = DefaultMasterTimeout } // the default 500 ms tick
+	c.tweak = func(cfg *Config) {
+		cfg.MasterTimeout = DefaultMasterTimeout // the default 500 ms tick
+		cfg.ReapDelay = 300 * time.Millisecond
+	}
 	for i := range c.nodes {
 		c.start(i)
 	}
