@@ -165,6 +165,7 @@ func (a *Adapter) routes() (alive, lingering []string) {
 func (a *Adapter) Run(ctx context.Context) {
 	go a.retry.run(ctx)
 	go a.sendHooks(ctx)
+	go a.antiEntropy(ctx)
 	t := time.NewTicker(a.cfg.CountsInterval)
 	defer t.Stop()
 	for {

@@ -263,3 +263,30 @@ func distinctHooks(c *testcluster.Cluster, name, channel string) int {
 	}
 	return len(ids)
 }
+
+// A join that commits after the write meant to undo it (an unknown outcome
+// across an election) leaves an entry no socket backs: the node's periodic
+// comparison with its sockets removes it.
+func TestPresence_EntryNoSocketBacksIsRepaired(t *testing.T) {
+	c := testcluster.New(t, 3)
+	c.WaitReady(20 * time.Second)
+	const ch = "presence-repair"
+	w := c.Nodes[1].Connect(t)
+	w.JoinPresence(ch, "1")
+	n0 := c.Nodes[0].Cluster.Raft()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n0.Apply(ctx, consensus.PresenceJoin{App: "app-id", Channel: ch, UserID: json.RawMessage(`"late"`),
+		Node: n0.ID(), Incarnation: n0.Incarnation()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testcluster.MemberEvent(w.Expect("pusher_internal:member_added")); got != `"late"` {
+		t.Fatalf("member_added %s", got)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the unbacked member removed", func() bool {
+		return !n0.FSM().IsMember("app-id", ch, json.RawMessage(`"late"`))
+	})
+	if got := testcluster.MemberEvent(w.Expect("pusher_internal:member_removed")); got != `"late"` {
+		t.Fatalf("member_removed %s", got)
+	}
+}

@@ -535,3 +535,25 @@ func (f *FSM) reset() {
 	f.mu.Unlock()
 	f.advance(0)
 }
+
+// NodeEntries lists what the replicated state holds for node: the presence
+// members it has a socket of and the channels it has subscribers in. The
+// node compares them with its live sockets to repair what an unknown
+// outcome left wrong.
+func (f *FSM) NodeEntries(node string) (members []RemovedMember, occupied []ChannelRef) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for app, chans := range f.st.apps {
+		for name, ch := range chans {
+			if _, ok := ch.nodes[node]; ok {
+				occupied = append(occupied, ChannelRef{App: app, Channel: name})
+			}
+			for _, m := range ch.members {
+				if m.sockets[node] > 0 {
+					members = append(members, RemovedMember{App: app, Channel: name, Member: Member{UserID: m.id}})
+				}
+			}
+		}
+	}
+	return members, occupied
+}
