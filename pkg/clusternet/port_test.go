@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 func TestAdvertised(t *testing.T) {
@@ -165,7 +167,7 @@ func TestPort_RefusesPeersWithoutTheKey(t *testing.T) {
 		c.Close()
 	}
 	// A client with a self-signed certificate naming a real node.
-	self := selfSigned(t, "node-b")
+	self := testutil.SelfSignedCert(t, "node-b")
 	raw, err := tls.Dial("tcp", a.Addr(), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{self}})
 	if err == nil {
 		_, _ = raw.Write([]byte{byte(KindRPC), 0, 0, 0, 1, 2})
@@ -323,19 +325,6 @@ func TestLoadCredentials_OperatorPKI(t *testing.T) {
 		}
 		c.Close()
 	}
-}
-
-func selfSigned(t *testing.T, cn string) tls.Certificate {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 }
 
 func newCA(t *testing.T) (ed25519.PrivateKey, *x509.Certificate) {

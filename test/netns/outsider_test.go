@@ -4,16 +4,11 @@ package netnstest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	be "encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"slices"
@@ -159,7 +154,7 @@ func TestClusterOutsider_CannotJoinForgeOrWipe(t *testing.T) {
 			refusedWithoutReply(t, "plaintext "+a.name+" to "+h.Name, conn, a.b)
 			// The same with a certificate of the attacker's own making.
 			tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
-				Certificates: []tls.Certificate{selfSignedCert(t, "aaa-self")}})
+				Certificates: []tls.Certificate{testutil.SelfSignedCert(t, "aaa-self")}})
 			if err == nil {
 				refusedWithoutReply(t, "self-signed "+a.name+" to "+h.Name, tc, a.b)
 			}
@@ -235,17 +230,4 @@ func TestClusterOutsider_CannotJoinForgeOrWipe(t *testing.T) {
 		msgs[fmt.Sprintf("after-outsiders-%d", i)] = i
 	}
 	publishOnce(t, cl, c, "news", subs, msgs)
-}
-
-func selfSignedCert(t *testing.T, cn string) tls.Certificate {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 }
