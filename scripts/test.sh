@@ -15,6 +15,7 @@ done
 step "go vet"
 go vet ./...
 go vet -tags netns ./...
+go vet -tags 'netns chaos' ./test/netns/
 
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
@@ -30,6 +31,26 @@ elif [ -n "${CI:-}" ]; then
   exit 1
 else
   echo "skipped: the namespace tests need root (run: sudo $0)"
+fi
+
+step "chaos tests: seeded SIGKILL, SIGTERM and cuts under churn and publishes (netns)"
+if [ "$(id -u)" -eq 0 ]; then
+  # Each seed is about 70 s of faults plus checks; CHAOS_SEEDS=a,b,... to try others.
+  chaos_log=$(mktemp)
+  if ! CHAOS_SEEDS="${CHAOS_SEEDS:-1,20240917,3}" \
+    go test -tags 'netns chaos' -count=1 -timeout 30m -run TestChaos -v ./test/netns/ >"$chaos_log" 2>&1; then
+    tail -c 300000 "$chaos_log"
+    exit 1
+  fi
+  # The summary of every run, then go test's verdicts.
+  grep -E 'CHAOS SUMMARY|^ {8}(faults applied|publishes sent|  delivered / lost|  duplicated|ghosts|missing|watchers wrong|leader after|violations)' "$chaos_log" || true
+  grep -E '^(--- |ok )' "$chaos_log"
+  rm -f "$chaos_log"
+elif [ -n "${CI:-}" ]; then
+  echo "the chaos tests need root, and CI must run them" >&2
+  exit 1
+else
+  echo "skipped: the chaos tests need root (run: sudo $0)"
 fi
 
 step "end-to-end tests (pusher-js, pusher)"
