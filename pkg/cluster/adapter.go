@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/soketi-go/soketi/internal/logevery"
+
 	"github.com/soketi-go/soketi/pkg/cluster/stream"
 	"github.com/soketi-go/soketi/pkg/consensus"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -68,9 +70,9 @@ type Adapter struct {
 	batch   *batcher // group commit of presence and occupancy writes
 
 	// sendFailures counts messages other nodes did not get (back-pressure,
-	// an unknown peer); they are logged at most once per sendWarnEvery.
+	// an unknown peer); they are logged at most once per logevery.Interval.
 	sendFailures atomic.Uint64
-	lastSendWarn atomic.Int64
+	sendWarn     logevery.Limiter
 	leases       atomic.Pointer[leases] // the cluster rate limiter's transport, if any
 }
 
@@ -391,16 +393,9 @@ func (a *Adapter) sendCounts(ctx context.Context) {
 	_ = a.streams.Broadcast(ctx, stream.Message{Kind: stream.KindControl, Payload: b}, peers)
 }
 
-// sendWarnEvery bounds how often failed sends to other nodes are logged: a
-// slow peer refuses messages by the thousand.
-const sendWarnEvery = 10 * time.Second
-
+// warnSendFailure counts a message other nodes did not get; a slow peer
+// refuses them by the thousand, so the warning is rate-limited.
 func (a *Adapter) warnSendFailure(msg, appID, channel string, err error) {
 	total := a.sendFailures.Add(1)
-	now := time.Now().UnixNano()
-	last := a.lastSendWarn.Load()
-	if now-last < int64(sendWarnEvery) || !a.lastSendWarn.CompareAndSwap(last, now) {
-		return
-	}
-	a.log.Warn(msg, "app_id", appID, "channel", channel, "err", err, "failures_total", total)
+	a.sendWarn.Warn(a.log, msg, "app_id", appID, "channel", channel, "err", err, "failures_total", total)
 }

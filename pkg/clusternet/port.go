@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/logevery"
 )
 
 // Kind is the first byte a dialer sends after the TLS handshake: it says
@@ -86,9 +88,9 @@ type Port struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // every connection past accept, until closed
 
-	refused     atomic.Uint64 // failed handshakes: bad certificate, kind, timeout
-	overLimit   atomic.Uint64 // closed because a bound was reached
-	lastRefusal atomic.Int64
+	refused    atomic.Uint64    // failed handshakes: bad certificate, kind, timeout
+	overLimit  atomic.Uint64    // closed because a bound was reached
+	refusalLog logevery.Limiter // anyone who reaches the port can cause refusals
 }
 
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}
@@ -355,19 +357,7 @@ func (p *Port) Close() {
 	p.wg.Wait()
 }
 
-// refusalLogEvery rate-limits logs that anyone who can reach the port can
-// trigger at will.
-const refusalLogEvery = 10 * time.Second
-
-func (p *Port) logRefusal(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := p.lastRefusal.Load()
-	if now-last < int64(refusalLogEvery) || !p.lastRefusal.CompareAndSwap(last, now) {
-		p.log.Debug(msg, args...)
-		return
-	}
-	p.log.Warn(msg, args...)
-}
+func (p *Port) logRefusal(msg string, args ...any) { p.refusalLog.Warn(p.log, msg, args...) }
 
 // PeerID is the node id that c's certificate proves: "" for a connection
 // of a port without credentials. A TLS connection that has not proved one

@@ -139,7 +139,7 @@ func (s *Sender) attempt(j *job) {
 
 func (s *Sender) giveUp(j *job, status int, err error, why string) {
 	s.gaveUp.Add(1)
-	s.failLog.log(s.log, "webhook not delivered", "app_id", j.appID, "webhook_host", host(j.url),
+	s.failLog.Warn(s.log, "webhook not delivered", "app_id", j.appID, "webhook_host", host(j.url),
 		"status", status, "err", err, "attempts", j.attempts, "reason", why)
 	s.finish(j)
 }
@@ -205,7 +205,7 @@ func (s *Sender) scheduleRetry(j *job, delay time.Duration) {
 	defer s.mu.Unlock()
 	if s.stopped || len(s.retrying) >= s.cfg.MaxRetrying {
 		s.dropped.Add(1)
-		s.dropLog.log(s.log, "webhook retry queue full; dropping payload", "app_id", j.appID, "max_retrying", s.cfg.MaxRetrying)
+		s.dropLog.Warn(s.log, "webhook retry queue full; dropping payload", "app_id", j.appID, "max_retrying", s.cfg.MaxRetrying)
 		s.finish(j)
 		return
 	}
@@ -224,7 +224,7 @@ func (s *Sender) retryNow(j *job) {
 	case s.queue <- j:
 	default:
 		s.dropped.Add(1)
-		s.dropLog.log(s.log, "webhook queue full; dropping payload", "app_id", j.appID, "queue_size", s.cfg.QueueSize)
+		s.dropLog.Warn(s.log, "webhook queue full; dropping payload", "app_id", j.appID, "queue_size", s.cfg.QueueSize)
 		s.finish(j)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/soketi-go/soketi/internal/logevery"
+
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -139,7 +141,7 @@ type Sender struct {
 
 	queued, sent, failedAttempts, retries, dropped, gaveUp atomic.Uint64
 
-	dropLog, failLog logLimiter
+	dropLog, failLog logevery.Limiter
 	lambdaOnce       sync.Once
 	closeOnce        sync.Once
 	closeErr         error
@@ -287,7 +289,7 @@ func (s *Sender) enqueue(j *job) {
 		s.queued.Add(1)
 	default:
 		s.dropped.Add(1)
-		s.dropLog.log(s.log, "webhook queue full; dropping payload", "app_id", j.appID, "queue_size", s.cfg.QueueSize)
+		s.dropLog.Warn(s.log, "webhook queue full; dropping payload", "app_id", j.appID, "queue_size", s.cfg.QueueSize)
 		s.finish(j)
 	}
 }
@@ -300,23 +302,4 @@ func (s *Sender) finish(*job) {
 		default:
 		}
 	}
-}
-
-// logLimiter lets a repeated warning through at most every 10 seconds,
-// with the number of occurrences since the last one.
-type logLimiter struct {
-	last       atomic.Int64
-	suppressed atomic.Uint64
-}
-
-const logEvery = 10 * time.Second
-
-func (l *logLimiter) log(log *slog.Logger, msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(logEvery) || !l.last.CompareAndSwap(last, now) {
-		l.suppressed.Add(1)
-		return
-	}
-	log.Warn(msg, append(args, "occurrences", l.suppressed.Swap(0)+1)...)
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/logevery"
 )
 
 // Defaults for the zero values of Config.
@@ -171,7 +173,7 @@ type Streams struct {
 
 	handshakeFailures atomic.Uint64
 	authFailures      atomic.Uint64
-	lastRefusalLog    atomic.Int64
+	refusalLog        logevery.Limiter // anyone who reaches the cluster port can cause refusals
 }
 
 // New prepares the streams over cfg.Listener, which Start serves. deliver
@@ -454,16 +456,4 @@ func nextEpoch() uint64 {
 	}
 }
 
-// refusalLogEvery rate-limits logs of refused inbound handshakes, which
-// anyone who can reach the cluster port can trigger at will.
-const refusalLogEvery = 10 * time.Second
-
-func (s *Streams) logRefusal(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := s.lastRefusalLog.Load()
-	if now-last < int64(refusalLogEvery) || !s.lastRefusalLog.CompareAndSwap(last, now) {
-		s.log.Debug(msg, args...)
-		return
-	}
-	s.log.Warn(msg, args...)
-}
+func (s *Streams) logRefusal(msg string, args ...any) { s.refusalLog.Warn(s.log, msg, args...) }
