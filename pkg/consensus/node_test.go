@@ -341,7 +341,11 @@ func TestCluster_RestartedLeaverIsAVoterAtOnce(t *testing.T) {
 	c.waitRegistered(10 * time.Second)
 	f := c.follower()
 	c.leave(f)
-	time.Sleep(time.Second) // the leader has seen the leave
+	// The leader has acted on the leave once it purged the node's entries.
+	testutil.WaitFor(t, 5*time.Second, "the leaver purged", func() bool {
+		_, registered := lead.n.FSM().Incarnation(f.id)
+		return !registered
+	})
 	if !slices.Contains(voters(lead), f.id) {
 		t.Fatalf("a left voter was removed before the reap delay: voters %v", voters(lead))
 	}
