@@ -32,6 +32,8 @@ type Replica interface {
 type Streams interface {
 	Send(ctx context.Context, peer string, m stream.Message) error
 	Broadcast(ctx context.Context, m stream.Message, peers []string) error
+	// BroadcastTo is Broadcast to peers, then best effort to also.
+	BroadcastTo(ctx context.Context, m stream.Message, peers, also []string) error
 }
 
 // Config configures an Adapter.
@@ -251,16 +253,13 @@ func (a *Adapter) TerminateUser(ctx context.Context, appID, userID string) error
 // counts what it drops).
 func (a *Adapter) toAll(ctx context.Context, m stream.Message) error {
 	alive, lingering := a.routes()
-	var err error
-	if len(alive) > 0 {
-		if err = a.streams.Broadcast(ctx, m, alive); err != nil {
-			err = fmt.Errorf("%w: %w", pusher.ErrUnavailable, err)
-		}
+	if len(alive) == 0 && len(lingering) == 0 {
+		return nil
 	}
-	if len(lingering) > 0 {
-		_ = a.streams.Broadcast(ctx, m, lingering)
+	if err := a.streams.BroadcastTo(ctx, m, alive, lingering); err != nil {
+		return fmt.Errorf("%w: %w", pusher.ErrUnavailable, err)
 	}
-	return err
+	return nil
 }
 
 // SocketCount is this node's count plus the others' latest reports.

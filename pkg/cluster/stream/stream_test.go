@@ -635,3 +635,19 @@ func TestReadData_DropsDuplicatesAndCountsGaps(t *testing.T) {
 		t.Errorf("duplicates=%d lost=%d last=%d", o.duplicates.Load(), o.lost.Load(), o.last.Load())
 	}
 }
+
+// BroadcastTo reports only the failures of its first group: the second is
+// best effort (the cluster's lingering peers), and still gets the message.
+func TestStreams_BroadcastToReportsOnlyTheFirstGroup(t *testing.T) {
+	a, b, c := newNode(t, "a", nil), newNode(t, "b", nil), newNode(t, "c", nil)
+	mesh(a, b, c)
+	if err := a.BroadcastTo(context.Background(), numbered(1, 8), []string{"b"}, []string{"c", "gone"}); err != nil {
+		t.Fatalf("BroadcastTo = %v, want nil (\"gone\" is best effort)", err)
+	}
+	if err := a.BroadcastTo(context.Background(), numbered(2, 8), []string{"gone"}, []string{"b"}); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("BroadcastTo to an unknown first-group peer = %v", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "b got both, c got one", func() bool {
+		return b.rec.count("a") == 2 && c.rec.count("a") == 1
+	})
+}

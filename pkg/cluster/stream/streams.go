@@ -330,6 +330,20 @@ func (s *Streams) Send(ctx context.Context, peer string, m Message) error {
 // Broadcast blocks at most SendTimeout in total. The error joins one
 // "peer <id>: <cause>" error per failed peer, so errors.Is finds the causes.
 func (s *Streams) Broadcast(ctx context.Context, m Message, peers []string) error {
+	if peers == nil {
+		all := *s.peers.Load()
+		peers = make([]string, 0, len(all))
+		for id := range all {
+			peers = append(peers, id)
+		}
+	}
+	return s.BroadcastTo(ctx, m, peers, nil)
+}
+
+// BroadcastTo queues m to each of peers and then, best effort, to each of
+// also: the message is encoded once and both groups share the one
+// SendTimeout, peers first; only the failures of peers are returned.
+func (s *Streams) BroadcastTo(ctx context.Context, m Message, peers, also []string) error {
 	enc, err := encodeMessage(m)
 	if err != nil {
 		return err
@@ -337,28 +351,26 @@ func (s *Streams) Broadcast(ctx context.Context, m Message, peers []string) erro
 	all := *s.peers.Load()
 	dl := deadline{timeout: s.cfg.SendTimeout}
 	var errs []error
-	send := func(id string, p *peer) {
+	for _, id := range peers {
+		if id == s.cfg.NodeID {
+			continue
+		}
+		p := all[id]
 		if p == nil {
 			cause := ErrUnknownPeer
 			if s.isClosed() {
 				cause = ErrClosed
 			}
 			errs = append(errs, fmt.Errorf("peer %s: %w", id, cause))
-			return
+			continue
 		}
 		if err := p.enqueue(ctx, enc, &dl); err != nil {
 			errs = append(errs, fmt.Errorf("peer %s: %w", id, err))
 		}
 	}
-	if peers == nil {
-		for id, p := range all {
-			send(id, p)
-		}
-	} else {
-		for _, id := range peers {
-			if id != s.cfg.NodeID {
-				send(id, all[id])
-			}
+	for _, id := range also {
+		if p := all[id]; p != nil && id != s.cfg.NodeID {
+			_ = p.enqueue(ctx, enc, &dl)
 		}
 	}
 	return errors.Join(errs...)
