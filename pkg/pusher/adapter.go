@@ -42,6 +42,13 @@ type Adapter interface {
 // ErrQuotaExceeded is returned by AddSocket when an app is at its connection quota.
 var ErrQuotaExceeded = errors.New("pusher: connection quota reached")
 
+// ErrUnavailable is wrapped by an adapter's Publish or SendToUser error when
+// a node that should get the message could not take it: its queue is full,
+// or this node is stopping. This node's own subscribers have had it. The
+// API answers 503, which the caller should retry; subscribers that had the
+// message get it again.
+var ErrUnavailable = errors.New("pusher: not every node could take the message")
+
 // ErrMemberLimit is returned by Subscribe when a presence channel is full.
 var ErrMemberLimit = errors.New("pusher: presence channel member limit reached")
 

@@ -557,13 +557,6 @@ func (s *Server) channelsInfo(ctx context.Context, app *App, channels []string, 
 	return out
 }
 
-// ErrUnavailable is wrapped by an adapter's Publish or SendToUser error when
-// a node that should get the message could not take it: its queue is full,
-// or this node is stopping. This node's own subscribers have had it. The
-// API answers 503, which the caller should retry; subscribers that had the
-// message get it again.
-var ErrUnavailable = errors.New("pusher: not every node could take the message")
-
 // publishEvent frames the event once per channel and delivers it, to every
 // channel even when a node refuses it for one; the error then wraps
 // ErrUnavailable. Other adapter errors are logged, as for client events.
