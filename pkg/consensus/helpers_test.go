@@ -77,7 +77,7 @@ func (f *fakeMembership) down(id string, typ MemberEventType) {
 
 // testLogWriter sends slog output to t.Log until the test ends.
 type testLogWriter struct {
-	t    *testing.T
+	t    testing.TB
 	done *atomic.Bool
 }
 
@@ -107,7 +107,7 @@ type tnode struct {
 }
 
 type tcluster struct {
-	t      *testing.T
+	t      testing.TB
 	log    *slog.Logger
 	nodes  []*tnode
 	tweak  func(*Config)
@@ -115,7 +115,7 @@ type tcluster struct {
 	key    []byte // nil: a plaintext cluster port
 }
 
-func newTestCluster(t *testing.T, n, expect int) *tcluster {
+func newTestCluster(t testing.TB, n, expect int) *tcluster {
 	t.Helper()
 	done := &atomic.Bool{}
 	t.Cleanup(func() { done.Store(true) }) // runs last: after the nodes stopped

@@ -55,6 +55,7 @@ type Node struct {
 
 	registerPoke chan struct{}         // cap 1: coalesced "check my registration"
 	controlPoke  chan struct{}         // cap 1: coalesced "run a control step now"
+	commitPoke   chan struct{}         // cap 1: a forwarded command committed (nudgeLoop)
 	resetReq     chan resetRequest     // cap 1: a pending wipe
 	leaderObs    chan raft.Observation // raft's leader changes, for the two pokes
 	// ready latches Ready: set once this node is registered in a group
@@ -99,6 +100,7 @@ func New(cfg Config, members Membership) (*Node, error) {
 		rpc:          newRPCClient(cfg.Port),
 		registerPoke: make(chan struct{}, 1),
 		controlPoke:  make(chan struct{}, 1),
+		commitPoke:   make(chan struct{}, 1),
 		resetReq:     make(chan resetRequest, 1),
 		leaderObs:    make(chan raft.Observation, 16),
 		ctx:          ctx,
@@ -268,10 +270,14 @@ func (n *Node) Run(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("consensus: Run called twice")
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
 		n.registerLoop(n.ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.nudgeLoop(n.ctx)
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -522,6 +528,35 @@ func (n *Node) applyLocal(ctx context.Context, r *raft.Raft, data []byte) (res R
 	return res, nil, false
 }
 
+// nudgeLoop tells the followers promptly that a forwarded command
+// committed. Raft sends its commit index only with AppendEntries that
+// carry entries, or on the CommitTimeout tick when there are none, so a
+// follower's replica applies an entry up to 2·CommitTimeout after it
+// committed, and a join made on a follower waits that long for its
+// read-your-writes. A barrier is an entry of its own (the FSM never sees
+// it); replicating it carries the new commit index at once. One is in
+// flight at a time, so a burst costs a barrier per round trip and a quiet
+// group none. Commands made on the leader do not nudge: nobody waits on a
+// follower for them, and a barrier would hold up the next round trip.
+// A shorter CommitTimeout would do the same at a steady cost: 1 ms made an
+// idle three-node group use 65% more CPU.
+func (n *Node) nudgeLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.commitPoke:
+		}
+		r := n.raft()
+		if r == nil || r.State() != raft.Leader {
+			continue
+		}
+		if err := r.Barrier(n.timing.Heartbeat).Error(); err != nil {
+			n.log.Debug("commit nudge", "err", err)
+		}
+	}
+}
+
 // forward sends the command to the leader id at addr.
 func (n *Node) forward(ctx context.Context, addr, id string, data []byte) (Result, error, bool) {
 	timeout := n.cfg.ApplyTimeout
@@ -571,6 +606,7 @@ func (n *Node) serveApply(from string, data []byte, timeout time.Duration) (byte
 	res, err, retry := n.applyLocal(ctx, r, data)
 	switch {
 	case err == nil:
+		notify(n.commitPoke)
 		b, err := json.Marshal(res)
 		if err != nil { // applied, but the result cannot be sent
 			return codeUnknown, []byte(err.Error())
