@@ -3,6 +3,7 @@ package pusher
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -70,5 +71,36 @@ func BenchmarkPresenceJoin(b *testing.B) {
 	b.ResetTimer()
 	for i, c := range conns {
 		s.HandleFrame(c, frames[i])
+	}
+}
+
+// BenchmarkPresenceJoinLargeChannel measures one presence join and leave
+// in a channel of 99 members (the default limit is 100) with 2 KB of
+// user_info each: the join's subscription_succeeded lists all of them,
+// and the 99 others each get a member_added and a member_removed.
+func BenchmarkPresenceJoinLargeChannel(b *testing.B) {
+	s := benchServer(b)
+	app := testApp()
+	info := `,"user_info":{"bio":"` + strings.Repeat("x", 2000) + `"}`
+	join := func(c *Conn, user string) {
+		cd := `{"user_id":"` + user + `"` + info + `}`
+		f, _ := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]any{
+			"channel": "presence-room", "channel_data": cd, "auth": channelAuth(app, c.ID, "presence-room", cd)}})
+		s.HandleFrame(c, f)
+	}
+	for i := range 99 {
+		join(s.Open(b.Context(), "app-key", &discardTransport{}), strconv.Itoa(i))
+	}
+	leave := []byte(`{"event":"pusher:unsubscribe","data":{"channel":"presence-room"}}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c := s.Open(b.Context(), "app-key", &discardTransport{})
+		join(c, "newcomer")
+		if ok, _ := c.isSubscribed("presence-room"); !ok {
+			b.Fatal("the newcomer was not admitted")
+		}
+		s.HandleFrame(c, leave)
+		s.Closed(c)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/jsonx"
 )
 
 const errIllegalChannel = "The channel name is not allowed. Read channel conventions: " +
@@ -82,7 +84,7 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 				c.sendJSON(subscriptionErrorJSON(channel, "ServerError", presenceServerError, 4302))
 				return
 			}
-			c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(members), nil))
+			c.sendJSON(SubscriptionSucceededJSON(channel, members))
 		} else {
 			c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
 		}
@@ -112,14 +114,16 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 	}
 
 	if kind == KindPresence {
+		// The joiner hears first: its member list does not wait behind
+		// the member_added to everyone else.
+		if !res.Sent {
+			c.sendJSON(SubscriptionSucceededJSON(channel, res.Members))
+		}
 		if res.MemberAdded {
 			if !res.Announced {
 				s.broadcast(ctx, app, channel, MemberAddedJSON(channel, *member), c.ID)
 			}
 			s.webhook(app, WebhookEvent{Name: WebhookMemberAdded, Channel: channel, UserID: member.UserID, ID: eventID(res.ID, WebhookMemberAdded)})
-		}
-		if !res.Sent {
-			c.sendJSON(SubscriptionSucceededJSON(channel, res.Members))
 		}
 	} else {
 		c.sendJSON(EventJSON("pusher_internal:subscription_succeeded", channel, nil, nil))
@@ -163,35 +167,62 @@ func parseChannelData(app *App, raw string) (*Member, *subscriptionFailure) {
 
 func formatNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
-// presenceData renders the subscription_succeeded payload: a JSON string of
-// {"presence":{"ids":[...],"hash":{...},"count":n}}.
 // SubscriptionSucceededJSON is a presence channel's
 // pusher_internal:subscription_succeeded with its member list.
 func SubscriptionSucceededJSON(channel string, members []Member) []byte {
-	return EventJSON("pusher_internal:subscription_succeeded", channel, presenceData(members), nil)
+	// This is the largest frame the server makes (members × user_info),
+	// once per join, so its text is quoted straight into the event.
+	text := presenceText(members)
+	b := make([]byte, 0, 96+len(channel)+len(text)+len(text)/8)
+	b = append(b, `{"event":"pusher_internal:subscription_succeeded","channel":`...)
+	b = appendJSONString(b, channel)
+	b = append(b, `,"data":`...)
+	b = jsonx.AppendQuoted(b, text)
+	return append(b, '}')
 }
 
-func presenceData(members []Member) json.RawMessage {
-	ids := make([]json.RawMessage, 0, len(members))
-	hash := make(map[string]json.RawMessage, len(members))
+// presenceText is the subscription_succeeded data before it is quoted:
+// {"presence":{"ids":[...],"hash":{...},"count":n}}. Ids and user_info are
+// JSON already (canonical, from the auth or the replica), so they are
+// copied, not re-encoded.
+func presenceText(members []Member) []byte {
+	size := 64
 	for _, m := range members {
-		ids = append(ids, m.UserID)
-		info := m.UserInfo
-		if info == nil {
-			info = json.RawMessage("null")
-		}
-		hash[hashKey(m.UserID)] = info
+		size += 2*len(m.UserID) + len(m.UserInfo) + 8
 	}
-	return stringData(map[string]any{"presence": map[string]any{"ids": ids, "hash": hash, "count": len(members)}})
+	b := make([]byte, 0, size)
+	b = append(b, `{"presence":{"ids":[`...)
+	for i, m := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, m.UserID...)
+	}
+	b = append(b, `],"hash":{`...)
+	for i, m := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendHashKey(b, m.UserID)
+		b = append(b, ':')
+		if m.UserInfo == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, m.UserInfo...)
+		}
+	}
+	b = append(b, `},"count":`...)
+	b = strconv.AppendInt(b, int64(len(members)), 10)
+	return append(b, "}}"...)
 }
 
-// hashKey turns a user id into an object key: strings as they are, numbers as their text.
-func hashKey(id json.RawMessage) string {
-	var s string
-	if json.Unmarshal(id, &s) == nil {
-		return s
+// appendHashKey writes a user id as an object key: a string id as it is,
+// any other id (a number) as the string of its text.
+func appendHashKey(b []byte, id json.RawMessage) []byte {
+	if len(id) > 0 && id[0] == '"' {
+		return append(b, id...)
 	}
-	return string(id)
+	return jsonx.AppendQuoted(b, id)
 }
 
 // leave unsubscribes c from channel and announces what changed.
