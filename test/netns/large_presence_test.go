@@ -76,9 +76,26 @@ func TestClusterPusher_LargePresence(t *testing.T) {
 			forwarded = append(forwarded, r.MS)
 		}
 	}
-	t.Logf("MEASURE presence_join_latency all: %s; on the leader: %s; on followers: %s (pusher-js subscribe to subscription_succeeded, one at a time, 2 KB user_info, channel growing to %d)",
+	t.Logf("MEASURE presence_join_latency pusher-js all: %s; on the leader: %s; on followers: %s (pusher-js subscribe to subscription_succeeded, one at a time, 2 KB user_info, channel growing to %d)",
 		latencies(append(slices.Clone(onLeader), forwarded...)), latencies(onLeader), latencies(forwarded), size)
 	c.waitUsers(deliveryTimeout, ch, want, c.all()...)
+
+	// The same through bare WebSockets from Go: the server's own latency,
+	// without the Node.js process that runs every pusher-js client on the
+	// two cores the nodes use.
+	rawSeq := dialRaw(t, c, size)
+	var rawLeader, rawForwarded []float64
+	for k := range size {
+		one := &rawSockets{conns: rawSeq.conns[k : k+1], sockets: rawSeq.sockets[k : k+1]}
+		_, lat := one.joinAll(t, "presence-large-raw", []string{fmt.Sprintf("raw-user-%03d", k)}, func(u string) any { return largeInfo(u) })
+		if k%3 == leader {
+			rawLeader = append(rawLeader, lat[0])
+		} else {
+			rawForwarded = append(rawForwarded, lat[0])
+		}
+	}
+	t.Logf("MEASURE presence_join_latency websocket all: %s; on the leader: %s; on followers: %s (bare WebSocket subscribe to subscription_succeeded, one at a time, 2 KB user_info, channel growing to %d)",
+		latencies(append(slices.Clone(rawLeader), rawForwarded...)), latencies(rawLeader), latencies(rawForwarded), size)
 
 	// A newcomer on each node sees every member with its user_info.
 	for _, i := range c.all() {
