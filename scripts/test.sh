@@ -56,4 +56,7 @@ fi
 step "end-to-end tests (pusher-js, pusher)"
 mkdir -p test/e2e/.bin
 go build -o test/e2e/.bin/soketi ./cmd/soketi
-(cd test/e2e && SOKETI_BIN="$PWD/.bin/soketi" npm test)
+for transport in eventloop goroutine; do
+  echo "-- WebSocket transport: $transport"
+  (cd test/e2e && E2E_WS_TRANSPORT=$transport SOKETI_BIN="$PWD/.bin/soketi" npm test)
+done

@@ -23,6 +23,7 @@ import (
 // in cluster mode, its membership in the cluster.
 type node struct {
 	server         *pusher.Server
+	eventLoop      *wstransport.EventLoop // nil with the goroutine transport
 	handler        http.Handler
 	metricsHandler http.Handler
 	cluster        *cluster.Node
@@ -40,6 +41,14 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		}
 		n.metrics = m
 	}
+	var ws pusher.WebSocketHandler = wstransport.New()
+	if cfg.WSTransport == "eventloop" {
+		el, err := wstransport.NewEventLoop(logger)
+		if err != nil {
+			return nil, err
+		}
+		n.eventLoop, ws = el, el
+	}
 	local := pusher.NewLocalAdapter()
 	var adapter pusher.Adapter = local
 	if cfg.AdapterDriver == "cluster" {
@@ -48,6 +57,9 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		// accepts reaches the other nodes, then drains it and leaves.
 		cl, err := startCluster(context.WithoutCancel(ctx), cfg, local, logger)
 		if err != nil {
+			if n.eventLoop != nil {
+				n.eventLoop.Stop()
+			}
 			return nil, err
 		}
 		n.cluster = cl
@@ -81,7 +93,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		Metrics:                   m,
 		Limiter:                   lim,
 		Logger:                    logger,
-		WebSocket:                 wstransport.New(),
+		WebSocket:                 ws,
 		UserAuthenticationTimeout: cfg.UserAuthenticationTimeout,
 		ChannelCacheTTL:           cfg.ChannelCacheTTL,
 		PathPrefix:                cfg.PathPrefix,
@@ -178,6 +190,9 @@ func later(a, b time.Time) time.Time {
 
 func (n *node) close() {
 	n.server.Close()
+	if n.eventLoop != nil {
+		n.eventLoop.Stop()
+	}
 	// A no-op after shutdown; otherwise pending webhooks are abandoned at once.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -23,6 +23,11 @@ type Config struct {
 	PathPrefix string
 	Mode       string // full, server or worker
 	Debug      bool
+	// WSTransport serves WebSocket connections: "eventloop" (epoll
+	// pollers, no goroutine per idle connection) or "goroutine" (one
+	// read goroutine per connection). TLS connections always use the
+	// goroutine transport.
+	WSTransport string
 
 	AcceptTrafficMemoryThreshold float64
 	ShutdownGracePeriod          time.Duration
@@ -130,7 +135,7 @@ type CORS struct {
 // Default returns soketi's defaults, with one default app.
 func Default() *Config {
 	return &Config{
-		Host: "0.0.0.0", Port: DefaultPort, Mode: "full",
+		Host: "0.0.0.0", Port: DefaultPort, Mode: "full", WSTransport: "goroutine",
 		AcceptTrafficMemoryThreshold: 85,
 		ShutdownGracePeriod:          3 * time.Second,
 		UserAuthenticationTimeout:    30 * time.Second,

@@ -45,6 +45,9 @@ func newConn(srv *Server, app *App, t Transport) *Conn {
 		transport: t,
 		onError:   func(error) { _ = t.Close() },
 	}
+	if fs, ok := t.(FlushScheduler); ok {
+		c.out.sched = fs
+	}
 	c.Touch()
 	return c
 }

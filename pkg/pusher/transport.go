@@ -42,6 +42,22 @@ type Transport interface {
 	RemoteAddr() string
 }
 
+// FlushScheduler is implemented by a transport that never blocks a writer
+// (an event loop): TryWrite takes every frame, holding what the kernel
+// does not take yet, and queued frames are flushed by a few goroutines
+// shared by many connections instead of one goroutine per connection, so
+// that one fan-out wakes each of them once.
+type FlushScheduler interface {
+	// Schedule arranges for f.Flush to be called soon.
+	Schedule(f Flusher)
+	// Buffered is how many bytes the transport has taken that are not on
+	// the wire yet: they count against the connection's queue bound.
+	Buffered() int
+}
+
+// Flusher is what a FlushScheduler calls back: a connection's outbox.
+type Flusher interface{ Flush() }
+
 // Outbox bounds: a client that falls further behind is disconnected (4100).
 const (
 	DefaultMaxQueuedBytes  = 1 << 20 // soketi's uWS backpressure limit
@@ -62,6 +78,7 @@ type outbox struct {
 	maxBytes  int
 	maxFrames int
 	transport Transport
+	sched     FlushScheduler // nil: a goroutine per flush
 	onError   func(error)
 }
 
@@ -75,7 +92,11 @@ func (o *outbox) push(f []byte, direct bool) bool {
 		o.mu.Unlock()
 		return true
 	}
-	if o.bytes+len(f) > o.maxBytes || len(o.queue) >= o.maxFrames {
+	queued := o.bytes
+	if o.sched != nil {
+		queued += o.sched.Buffered()
+	}
+	if queued+len(f) > o.maxBytes || len(o.queue) >= o.maxFrames {
 		o.mu.Unlock()
 		return false
 	}
@@ -103,7 +124,7 @@ func (o *outbox) push(f []byte, direct bool) bool {
 			o.bytes += len(f) - n
 		}
 		o.mu.Unlock()
-		go o.flush()
+		o.startFlush()
 		return true
 	}
 	o.queue = append(o.queue, f)
@@ -112,7 +133,7 @@ func (o *outbox) push(f []byte, direct bool) bool {
 	o.flushing = true
 	o.mu.Unlock()
 	if start {
-		go o.flush()
+		o.startFlush()
 	}
 	return true
 }
@@ -139,9 +160,22 @@ func (o *outbox) pushClose(f []byte, closeFrame []byte, dropQueued bool) {
 	o.flushing = true
 	o.mu.Unlock()
 	if start {
-		go o.flush()
+		o.startFlush()
 	}
 }
+
+// startFlush has the queue written by the transport's scheduler, or by a
+// goroutine of its own that lives until the queue is empty.
+func (o *outbox) startFlush() {
+	if o.sched != nil {
+		o.sched.Schedule(o)
+		return
+	}
+	go o.flush()
+}
+
+// Flush writes the queue; a FlushScheduler calls it.
+func (o *outbox) Flush() { o.flush() }
 
 func (o *outbox) flush() {
 	for {

@@ -48,7 +48,40 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func newTestNode(t *testing.T, h *Handler, mut ...func(*pusher.App)) *testNode {
+// transports are the two pusher.WebSocketHandlers: every test here runs on
+// both.
+var transports = []string{"goroutine", "eventloop"}
+
+// newHandler builds the named transport; handle, if not nil, replaces the
+// protocol's message handler (to inject a panic).
+func newHandler(t *testing.T, kind string, handle func(*pusher.Server, *pusher.Conn, []byte)) pusher.WebSocketHandler {
+	t.Helper()
+	if kind == "eventloop" {
+		e, err := NewEventLoop(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Stop) // after the node's own cleanup, registered later
+		if handle != nil {
+			e.handle = handle
+		}
+		return e
+	}
+	h := New()
+	if handle != nil {
+		h.handle = handle
+	}
+	return h
+}
+
+// eachTransport runs test once per transport.
+func eachTransport(t *testing.T, test func(t *testing.T, kind string)) {
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
+}
+
+func newTestNode(t *testing.T, h pusher.WebSocketHandler, mut ...func(*pusher.App)) *testNode {
 	t.Helper()
 	app, err := pusher.ParseApp(map[string]any{}, pusher.DefaultAppLimits)
 	if err != nil {
@@ -205,8 +238,10 @@ var closeReasons = map[string]string{"fail 1002": "bad_frame", "fail 1007": "bad
 // Every framing edge case, sent as raw bytes on a real socket: the client
 // gets the close code RFC 6455 asks for, the violation is counted, and the
 // node serves a fresh client afterwards.
-func TestHostileClient_EveryEdgeCase(t *testing.T) {
-	n := newTestNode(t, New())
+func TestHostileClient_EveryEdgeCase(t *testing.T) { eachTransport(t, testEveryEdgeCase) }
+
+func testEveryEdgeCase(t *testing.T, kind string) {
+	n := newTestNode(t, newHandler(t, kind, nil))
 	wantRejected := map[string]float64{}
 	for _, tc := range edgeCases(testLimit) {
 		if tc.want == "truncated" || len(tc.stream) == 0 {
@@ -247,7 +282,11 @@ func TestHostileClient_EveryEdgeCase(t *testing.T) {
 // declaring 0xFFFFFFFFFFFFFFFF bytes, used to overflow the length check and
 // panic the read goroutine, ending the process.
 func TestHostileClient_ContinuationLengthOverflow(t *testing.T) {
-	n := newTestNode(t, New())
+	eachTransport(t, testContinuationLengthOverflow)
+}
+
+func testContinuationLengthOverflow(t *testing.T, kind string) {
+	n := newTestNode(t, newHandler(t, kind, nil))
 	c := n.dialRaw(t)
 	attack := concat(clientFrame(false, 0x1, []byte(`{"event":`)),
 		[]byte{0x80, 0x80 | 127, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, testMask[:])
@@ -260,7 +299,11 @@ func TestHostileClient_ContinuationLengthOverflow(t *testing.T) {
 }
 
 func TestHostileClient_OversizedMessageIsCleanedUp(t *testing.T) {
-	n := newTestNode(t, New(), func(a *pusher.App) { a.MaxEventPayloadInKB = 1 })
+	eachTransport(t, testOversizedMessageIsCleanedUp)
+}
+
+func testOversizedMessageIsCleanedUp(t *testing.T, kind string) {
+	n := newTestNode(t, newHandler(t, kind, nil), func(a *pusher.App) { a.MaxEventPayloadInKB = 1 })
 	c := n.dialRaw(t)
 	big := `{"event":"client-x","channel":"private-a","data":"` + strings.Repeat("a", 200<<10) + `"}`
 	c.write(text(big))
@@ -272,13 +315,16 @@ func TestHostileClient_OversizedMessageIsCleanedUp(t *testing.T) {
 // A panic while handling one client's message closes that connection with
 // 1011 and is logged once with its stack; the node goes on serving.
 func TestHostileClient_PanicClosesOnlyThatConnection(t *testing.T) {
-	h := New()
-	h.handle = func(s *pusher.Server, c *pusher.Conn, msg []byte) {
+	eachTransport(t, testPanicClosesOnlyThatConnection)
+}
+
+func testPanicClosesOnlyThatConnection(t *testing.T, kind string) {
+	h := newHandler(t, kind, func(s *pusher.Server, c *pusher.Conn, msg []byte) {
 		if bytes.Contains(msg, []byte("boom")) {
 			panic("boom")
 		}
 		s.HandleFrame(c, msg)
-	}
+	})
 	n := newTestNode(t, h)
 	bystander := n.dial(t)
 	victim := n.dial(t)

@@ -82,6 +82,8 @@ async function startServer({ env = {}, config } = {}) {
       SOKETI_METRICS_HOST: '127.0.0.1',
       SOKETI_METRICS_SERVER_PORT: String(metricsPort),
       SOKETI_SHUTDOWN_GRACE_PERIOD: '500',
+      // scripts/test.sh runs the suite on each WebSocket transport.
+      ...(process.env.E2E_WS_TRANSPORT ? { SOKETI_WS_TRANSPORT: process.env.E2E_WS_TRANSPORT } : {}),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
