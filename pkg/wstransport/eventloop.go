@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -69,11 +71,14 @@ func NewEventLoop(log *slog.Logger) (*EventLoop, error) {
 		handle:   (*pusher.Server).HandleFrame,
 	}
 	e.engine.OnData(func(nc *nbio.Conn, data []byte) {
-		if s, ok := nc.Session().(*elConn); ok {
+		switch s := nc.Session().(type) {
+		case *elConn:
 			s.onData(data)
-			return
+		case chan<- int:
+			s <- nc.Hash() % n
+		default:
+			_ = nc.Close()
 		}
-		_ = nc.Close()
 	})
 	e.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if s, ok := nc.Session().(*elConn); ok {
@@ -88,12 +93,74 @@ func NewEventLoop(log *slog.Logger) (*EventLoop, error) {
 	if err := e.engine.Start(); err != nil {
 		return nil, fmt.Errorf("wstransport: start the event loop: %w", err)
 	}
+	if err := e.waitPollers(n); err != nil {
+		e.engine.Stop()
+		return nil, err
+	}
 	for range n {
 		f := &flusher{wake: make(chan struct{}, 1)}
 		e.flushers = append(e.flushers, f)
 		go f.run(e.stop)
 	}
 	return e, nil
+}
+
+// waitPollers returns once every poller's loop runs. nbio's poller clears
+// its stop flag as its loop starts, so a Stop before that is lost and the
+// poller spins on its wake-up descriptor forever (seen: a node that could
+// not bind its port never exited). A byte sent through a socket pair that
+// lands on each poller proves its loop runs.
+func (e *EventLoop) waitPollers(n int) error {
+	seen := make(chan int, 16)
+	var ends []*os.File
+	defer func() {
+		for _, f := range ends {
+			_ = f.Close()
+		}
+	}()
+	running := map[int]bool{}
+	for try := 0; len(running) < n; try++ {
+		if try == 4*n {
+			return fmt.Errorf("wstransport: %d of %d pollers started", len(running), n)
+		}
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("wstransport: probe the pollers: %w", err)
+		}
+		writer, reader := os.NewFile(uintptr(fds[0]), "probe"), os.NewFile(uintptr(fds[1]), "probe")
+		ends = append(ends, writer)
+		rc, err := net.FileConn(reader) // a dup: reader is closed below
+		_ = reader.Close()
+		if err != nil {
+			return fmt.Errorf("wstransport: probe the pollers: %w", err)
+		}
+		nc, err := nbio.NBConn(rc)
+		if err != nil {
+			return fmt.Errorf("wstransport: probe the pollers: %w", err)
+		}
+		nc.SetSession((chan<- int)(seen))
+		if _, err := e.engine.AddConn(nc); err != nil {
+			return fmt.Errorf("wstransport: probe the pollers: %w", err)
+		}
+		defer nc.Close()
+		if _, err := writer.Write([]byte{0}); err != nil {
+			return fmt.Errorf("wstransport: probe the pollers: %w", err)
+		}
+		select {
+		case i := <-seen:
+			if running[i] {
+				// Descriptor numbers repeat their pattern; one more open
+				// file shifts the next probe to another poller.
+				if f, err := os.Open(os.DevNull); err == nil {
+					ends = append(ends, f)
+				}
+			}
+			running[i] = true
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("wstransport: poller %d does not run", nc.Hash()%n)
+		}
+	}
+	return nil
 }
 
 // Stop closes every connection it holds and stops the pollers.
@@ -170,6 +237,7 @@ type elConn struct {
 	inboxBytes int
 	working    bool // a goroutine is handling the inbox
 	closed     bool // nbio reported the socket closed
+	readDone   bool // the client closed or broke the rules: no more messages
 	ended      bool // Server.Closed was called
 }
 
@@ -240,6 +308,7 @@ func (ec *elConn) parse(data []byte) {
 	}
 	ec.dead = true
 	ec.parser.release()
+	defer ec.endRead()
 	var cc *clientClose
 	var ce *closeError
 	switch {
@@ -313,6 +382,7 @@ func (ec *elConn) message(_ ws.OpCode, msg []byte) {
 		ec.srv.Metrics().Rejected("inbox_full")
 		ec.dead = true
 		ec.c.CloseWith(pusher.ErrOverCapacity)
+		ec.endRead()
 		return
 	}
 	ec.inbox = append(ec.inbox, m)
@@ -325,8 +395,26 @@ func (ec *elConn) message(_ ws.OpCode, msg []byte) {
 	}
 }
 
-// work hands the inbox to the protocol in order, then ends; if the socket
-// closed meanwhile it also tells the server.
+// endRead: the client will send no more messages (it closed, or broke the
+// rules). The server forgets the connection once those already queued are
+// handled, as Handler's read loop ends, even while the socket lingers for
+// the client's close reply.
+func (ec *elConn) endRead() {
+	ec.mu.Lock()
+	ec.readDone = true
+	end := ec.c != nil && !ec.working && !ec.ended
+	if end {
+		ec.ended = true
+	}
+	ec.mu.Unlock()
+	if end {
+		go ec.closedSafe() // not on the poller: a presence leave waits for the cluster
+	}
+}
+
+// work hands the inbox to the protocol in order, then ends; if the
+// connection ended meanwhile it also tells the server. Messages still
+// queued when the socket closes are dropped: nobody is there to answer.
 func (ec *elConn) work() {
 	for {
 		ec.mu.Lock()
@@ -334,7 +422,7 @@ func (ec *elConn) work() {
 			clear(ec.inbox)
 			ec.inbox, ec.inboxBytes = ec.inbox[:0], 0
 			ec.working = false
-			end := ec.closed && !ec.ended
+			end := (ec.closed || ec.readDone) && !ec.ended
 			if end {
 				ec.ended = true
 			}
@@ -381,7 +469,9 @@ func (ec *elConn) onClose() {
 	}
 	ec.mu.Unlock()
 	if end {
-		ec.closedSafe()
+		// nbio runs every connection's close callback on one goroutine,
+		// and a presence leave waits for the cluster.
+		go ec.closedSafe()
 	}
 }
 
