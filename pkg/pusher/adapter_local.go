@@ -217,7 +217,7 @@ func (a *LocalAdapter) Publish(_ context.Context, appID, channel string, f Frame
 		if except != "" && c.ID == except {
 			continue
 		}
-		c.send(f, direct)
+		c.deliver(f, direct)
 		sent++
 	}
 	return sent, nil

@@ -63,6 +63,12 @@ func (c *Conn) send(f Frame, direct bool) {
 	}
 }
 
+// deliver queues one fan-out's frame. direct lets a lone fan-out write
+// from the publishing goroutine on the goroutine transport; on an event
+// loop the flushers write it, one per core, which measured the same CPU
+// and a lower p99 (15-19 ms against 20-24 at 40,000 deliveries/s).
+func (c *Conn) deliver(f Frame, direct bool) { c.send(f, direct && c.out.sched == nil) }
+
 // sendJSON frames and sends a message meant for this connection alone.
 func (c *Conn) sendJSON(payload []byte) {
 	f := TextFrame(payload)

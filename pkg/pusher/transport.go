@@ -79,6 +79,7 @@ type outbox struct {
 	maxFrames int
 	transport Transport
 	sched     FlushScheduler // nil: a goroutine per flush
+	bufs      net.Buffers    // the batch being written; only flush uses it
 	onError   func(error)
 }
 
@@ -194,8 +195,9 @@ func (o *outbox) flush() {
 		o.bytes = 0
 		o.mu.Unlock()
 
-		bufs := net.Buffers(batch)
-		err := o.transport.WriteBuffers(&bufs)
+		o.bufs = net.Buffers(batch) // a field: a local would escape through the interface
+		err := o.transport.WriteBuffers(&o.bufs)
+		o.bufs = nil
 		clear(batch)
 
 		o.mu.Lock()
