@@ -135,7 +135,7 @@ type CORS struct {
 // Default returns soketi's defaults, with one default app.
 func Default() *Config {
 	return &Config{
-		Host: "0.0.0.0", Port: DefaultPort, Mode: "full", WSTransport: "goroutine",
+		Host: "0.0.0.0", Port: DefaultPort, Mode: "full", WSTransport: "eventloop",
 		AcceptTrafficMemoryThreshold: 85,
 		ShutdownGracePeriod:          3 * time.Second,
 		UserAuthenticationTimeout:    30 * time.Second,

@@ -2,6 +2,7 @@ package pusher
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 )
 
@@ -22,5 +23,37 @@ func TestLocalAdapter_UndoneJoinLeavesNoMember(t *testing.T) {
 	}
 	if st := a.Stats(); st.Members != 0 || st.Channels != 0 {
 		t.Fatalf("left behind: %+v", st)
+	}
+}
+
+// A connection's channel set answers the same past its slice's size, as a
+// map, and back down.
+func TestChannelSet(t *testing.T) {
+	var s channelSet
+	want := map[string]*Member{}
+	for i := range 3 * maxFewChannels {
+		name := "ch-" + strconv.Itoa(i)
+		m := &Member{UserID: []byte(strconv.Itoa(i))}
+		s.set(name, m)
+		want[name] = m
+		if i%3 == 0 {
+			s.del(name)
+			delete(want, name)
+		}
+		s.set(name, want[name]) // a re-subscription replaces nothing else
+		if want[name] == nil {
+			s.del(name)
+		}
+		if got := s.names(); len(got) != len(want) {
+			t.Fatalf("after %d: %d names, want %d", i, len(got), len(want))
+		}
+		for n, m := range want {
+			if got, ok := s.get(n); !ok || got != m {
+				t.Fatalf("after %d: get(%s) = %v, %v", i, n, got, ok)
+			}
+		}
+		if _, ok := s.get("ch-0"); ok {
+			t.Fatalf("after %d: a deleted channel is still there", i)
+		}
 	}
 }

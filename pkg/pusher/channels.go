@@ -104,7 +104,7 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 		return
 	}
 	c.mu.Lock()
-	c.channels[channel] = member
+	c.channels.set(channel, member)
 	c.mu.Unlock()
 	if kind != KindPublic {
 		c.stopAuthTimer()
@@ -229,7 +229,7 @@ func appendHashKey(b []byte, id json.RawMessage) []byte {
 func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
 	res, err := s.opts.Adapter.Unsubscribe(ctx, c, channel)
 	c.mu.Lock()
-	delete(c.channels, channel)
+	c.channels.del(channel)
 	c.mu.Unlock()
 	if err != nil {
 		s.log.Warn("unsubscribe failed", "app_id", c.App.ID, "channel", channel, "err", err)

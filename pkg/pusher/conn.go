@@ -22,7 +22,7 @@ type Conn struct {
 	pinged   atomic.Bool  // a server ping is outstanding
 
 	mu        sync.Mutex
-	channels  map[string]*Member // subscribed channels; presence ones carry the member
+	channels  channelSet // subscribed channels; presence ones carry the member
 	userID    string
 	authTimer *time.Timer
 	closed    bool
@@ -39,11 +39,10 @@ func NewSocketID() string {
 }
 
 func newConn(srv *Server, app *App, t Transport) *Conn {
-	c := &Conn{ID: NewSocketID(), App: app, srv: srv, transport: t, channels: map[string]*Member{}}
+	c := &Conn{ID: NewSocketID(), App: app, srv: srv, transport: t}
 	c.out = outbox{
 		maxBytes: srv.opts.MaxQueuedBytes, maxFrames: DefaultMaxQueuedFrames,
 		transport: t,
-		onError:   func(error) { _ = t.Close() },
 	}
 	if fs, ok := t.(FlushScheduler); ok {
 		c.out.sched = fs
@@ -113,17 +112,13 @@ func (c *Conn) swapUserID(id string) string {
 func (c *Conn) Channels() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.channels))
-	for name := range c.channels {
-		out = append(out, name)
-	}
-	return out
+	return c.channels.names()
 }
 
 func (c *Conn) isSubscribed(channel string) (bool, *Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, ok := c.channels[channel]
+	m, ok := c.channels.get(channel)
 	return ok, m
 }
 
@@ -134,4 +129,88 @@ func (c *Conn) stopAuthTimer() {
 		c.authTimer.Stop()
 		c.authTimer = nil
 	}
+}
+
+// channelSet holds a connection's subscriptions: a short slice while there
+// are few, which is the usual case and a fifth of a map's memory (this is
+// per connection, and idle connections are most of a node's memory), and
+// a map once there are more than maxFewChannels, so that a client with
+// thousands of channels costs no linear scans.
+type channelSet struct {
+	few  []subscription
+	many map[string]*Member
+}
+
+type subscription struct {
+	name   string
+	member *Member
+}
+
+const maxFewChannels = 8
+
+func (s *channelSet) get(name string) (*Member, bool) {
+	if s.many != nil {
+		m, ok := s.many[name]
+		return m, ok
+	}
+	for _, sub := range s.few {
+		if sub.name == name {
+			return sub.member, true
+		}
+	}
+	return nil, false
+}
+
+func (s *channelSet) set(name string, m *Member) {
+	if s.many != nil {
+		s.many[name] = m
+		return
+	}
+	for i := range s.few {
+		if s.few[i].name == name {
+			s.few[i].member = m
+			return
+		}
+	}
+	if len(s.few) < maxFewChannels {
+		s.few = append(s.few, subscription{name, m})
+		return
+	}
+	s.many = make(map[string]*Member, 2*maxFewChannels)
+	for _, sub := range s.few {
+		s.many[sub.name] = sub.member
+	}
+	s.many[name] = m
+	s.few = nil
+}
+
+func (s *channelSet) del(name string) {
+	if s.many != nil {
+		delete(s.many, name)
+		return
+	}
+	for i := range s.few {
+		if s.few[i].name == name {
+			s.few = append(s.few[:i], s.few[i+1:]...)
+			if len(s.few) == 0 {
+				s.few = nil
+			}
+			return
+		}
+	}
+}
+
+func (s *channelSet) names() []string {
+	if s.many != nil {
+		out := make([]string, 0, len(s.many))
+		for name := range s.many {
+			out = append(out, name)
+		}
+		return out
+	}
+	out := make([]string, 0, len(s.few))
+	for _, sub := range s.few {
+		out = append(out, sub.name)
+	}
+	return out
 }

@@ -481,3 +481,26 @@ func TestAnnounce_MemberRemovedReachesSubscribers(t *testing.T) {
 		t.Fatalf("member_removed = %v", m)
 	}
 }
+
+// The outbox bound counts the batch a blocked write holds, not only what
+// queued behind it: a stalled client holds at most MaxQueuedBytes.
+func TestOutbox_BoundCountsTheWriteInFlight(t *testing.T) {
+	tr := &stalledTransport{writing: make(chan struct{}, 1), release: make(chan struct{})}
+	defer close(tr.release)
+	o := &outbox{maxBytes: 1000, maxFrames: DefaultMaxQueuedFrames, transport: tr}
+	frame := make([]byte, 100)
+	if !o.push(frame, false) {
+		t.Fatal("first frame refused")
+	}
+	<-tr.writing // its batch is in flight now
+	accepted := 1
+	for o.push(frame, false) {
+		accepted++
+		if accepted > 20 {
+			t.Fatal("the bound does not hold")
+		}
+	}
+	if accepted != 10 {
+		t.Fatalf("%d frames of 100 bytes held under a 1,000-byte bound, want 10", accepted)
+	}
+}

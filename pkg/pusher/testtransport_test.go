@@ -67,3 +67,20 @@ func (t *gorillaTransport) Close() error {
 }
 
 func (t *gorillaTransport) RemoteAddr() string { return t.nc.RemoteAddr().String() }
+
+// stalledTransport takes no byte without blocking, and its writer blocks
+// until released: a client that stopped reading.
+type stalledTransport struct {
+	writing chan struct{} // a WriteBuffers call started
+	release chan struct{}
+}
+
+func (t *stalledTransport) WriteBuffers(*net.Buffers) error {
+	t.writing <- struct{}{}
+	<-t.release
+	return net.ErrClosed
+}
+func (t *stalledTransport) TryWrite([]byte) (int, error) { return 0, nil }
+func (t *stalledTransport) CloseAfterFlush()             {}
+func (t *stalledTransport) Close() error                 { return nil }
+func (t *stalledTransport) RemoteAddr() string           { return "stalled" }

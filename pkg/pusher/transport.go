@@ -80,7 +80,7 @@ type outbox struct {
 	transport Transport
 	sched     FlushScheduler // nil: a goroutine per flush
 	bufs      net.Buffers    // the batch being written; only flush uses it
-	onError   func(error)
+	inflight  int            // its bytes: they count against maxBytes until written
 }
 
 // push queues f. It returns false when the bound is hit; the caller must then
@@ -93,7 +93,7 @@ func (o *outbox) push(f []byte, direct bool) bool {
 		o.mu.Unlock()
 		return true
 	}
-	queued := o.bytes
+	queued := o.bytes + o.inflight
 	if o.sched != nil {
 		queued += o.sched.Buffered()
 	}
@@ -192,7 +192,7 @@ func (o *outbox) flush() {
 		}
 		batch := o.queue
 		o.queue = o.spare[:0]
-		o.bytes = 0
+		o.inflight, o.bytes = o.bytes, 0
 		o.mu.Unlock()
 
 		o.bufs = net.Buffers(batch) // a field: a local would escape through the interface
@@ -202,6 +202,7 @@ func (o *outbox) flush() {
 
 		o.mu.Lock()
 		o.spare = batch[:0]
+		o.inflight = 0
 		if err != nil {
 			o.failLocked(err)
 			return
@@ -224,15 +225,15 @@ func (o *outbox) waitFlushed(d time.Duration) {
 	}
 }
 
-// failLocked drops what is queued after a write error and reports it; it is
-// called with o.mu held and releases it.
-func (o *outbox) failLocked(err error) {
+// failLocked drops what is queued after a write error and closes the
+// transport; it is called with o.mu held and releases it.
+func (o *outbox) failLocked(error) {
 	clear(o.queue)
 	o.queue = o.queue[:0]
 	o.closing = true
 	o.flushing = false
 	o.mu.Unlock()
-	o.onError(err)
+	_ = o.transport.Close()
 }
 
 // What a transport needs of a Conn beyond Send: closing on the transport's

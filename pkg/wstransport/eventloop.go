@@ -193,7 +193,7 @@ func (e *EventLoop) ServeWS(s *pusher.Server, w http.ResponseWriter, r *http.Req
 		_ = netConn.Close()
 		return
 	}
-	ec := &elConn{loop: e, nc: nc, srv: s, remote: nc.RemoteAddr().String(), parser: newFrameParser(4096)}
+	ec := &elConn{loop: e, nc: nc, srv: s, parser: newFrameParser(4096)}
 	ec.fl = e.flushers[int(nc.Hash())%len(e.flushers)]
 	nc.SetSession(ec)
 	if _, err := e.engine.AddConn(nc); err != nil {
@@ -212,7 +212,6 @@ type elConn struct {
 	nc     *nbio.Conn
 	srv    *pusher.Server
 	fl     *flusher
-	remote string
 
 	// Bytes handed to nbio and bytes it wrote to the socket: the difference
 	// is what nbio holds for a client that is not reading.
@@ -419,8 +418,7 @@ func (ec *elConn) work() {
 	for {
 		ec.mu.Lock()
 		if len(ec.inbox) == 0 || ec.closed {
-			clear(ec.inbox)
-			ec.inbox, ec.inboxBytes = ec.inbox[:0], 0
+			ec.inbox, ec.inboxBytes = nil, 0 // an idle connection holds no inbox
 			ec.working = false
 			end := (ec.closed || ec.readDone) && !ec.ended
 			if end {
@@ -483,7 +481,7 @@ func (ec *elConn) recovered() {
 		return
 	}
 	ec.srv.Metrics().Rejected("panic")
-	args := []any{"component", "ws", "panic", fmt.Sprint(p), "remote_addr", ec.remote}
+	args := []any{"component", "ws", "panic", fmt.Sprint(p), "remote_addr", ec.RemoteAddr()}
 	c := ec.c
 	if c != nil {
 		args = append(args, "app_id", c.App.ID, "socket_id", c.ID)
@@ -578,7 +576,8 @@ func (ec *elConn) closeWhenDrained() {
 
 func (ec *elConn) Close() error { return ec.nc.Close() }
 
-func (ec *elConn) RemoteAddr() string { return ec.remote }
+// RemoteAddr is formatted when asked (rarely), not held per connection.
+func (ec *elConn) RemoteAddr() string { return ec.nc.RemoteAddr().String() }
 
 // flusher writes the outboxes scheduled on it, many per wake-up.
 type flusher struct {

@@ -355,3 +355,37 @@ func testPanicClosesOnlyThatConnection(t *testing.T, kind string) {
 		t.Fatalf("panic rejections = %v, want 1", got)
 	}
 }
+
+// A client that stops reading is closed once what the server holds for it
+// (the outbox, and on the event loop what nbio keeps unwritten) passes the
+// 1 MiB bound; the fan-out goes on for the others.
+func TestHostileClient_NonReaderIsClosedAtTheBound(t *testing.T) {
+	eachTransport(t, testNonReaderIsClosedAtTheBound)
+}
+
+func testNonReaderIsClosedAtTheBound(t *testing.T, kind string) {
+	n := newTestNode(t, newHandler(t, kind, nil))
+	stuck := n.dialRaw(t)
+	stuck.write(text(`{"event":"pusher:subscribe","data":{"channel":"news"}}`))
+	stuck.expectEvent("pusher_internal:subscription_succeeded")
+	reader := n.dial(t)
+	reader.Send(map[string]any{"event": "pusher:subscribe", "data": map[string]any{"channel": "news"}})
+	reader.Expect("pusher_internal:subscription_succeeded")
+
+	// 256 KiB messages: 16 MiB in all, past the kernel's socket buffers
+	// (loopback autotunes them to a few MiB) and the bound.
+	data, _ := json.Marshal(strings.Repeat("x", 256<<10))
+	frame := pusher.TextFrame(pusher.EventJSON("big", "news", data, nil))
+	ctx := t.Context()
+	for range 64 {
+		if _, err := n.srv.Adapter().Publish(ctx, "app-id", "news", frame, ""); err != nil {
+			t.Fatal(err)
+		}
+		reader.Expect("big") // a reader keeps up, under the bound
+	}
+	testutil.WaitFor(t, 10*time.Second, "the non-reader closed", func() bool { return n.srv.ConnectionCount() == 1 })
+	if got := n.rejected(t)["slow_consumer"]; got != 1 {
+		t.Fatalf("slow_consumer rejections = %v, want 1", got)
+	}
+	n.servesFreshClient(t)
+}
