@@ -208,10 +208,10 @@ func (e *EventLoop) ServeWS(s *pusher.Server, w http.ResponseWriter, r *http.Req
 // FlushScheduler), its frame parser and its inbox of messages waiting for
 // the protocol.
 type elConn struct {
-	loop   *EventLoop
-	nc     *nbio.Conn
-	srv    *pusher.Server
-	fl     *flusher
+	loop *EventLoop
+	nc   *nbio.Conn
+	srv  *pusher.Server
+	fl   *flusher
 
 	// Bytes handed to nbio and bytes it wrote to the socket: the difference
 	// is what nbio holds for a client that is not reading.
