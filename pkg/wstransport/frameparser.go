@@ -162,26 +162,6 @@ func (p *frameParser) release() {
 	p.releaseMsg()
 }
 
-func (p *frameParser) releasePending() {
-	if p.pending == nil {
-		return
-	}
-	b := p.pending
-	p.pending = nil
-	if cap(*b) <= maxPooledMsg {
-		*b = (*b)[:0]
-		pendingPool.Put(b)
-	}
-}
+func (p *frameParser) releasePending() { recycle(&pendingPool, &p.pending) }
 
-func (p *frameParser) releaseMsg() {
-	if p.msg == nil {
-		return
-	}
-	m := p.msg
-	p.msg = nil
-	if cap(*m) <= maxPooledMsg {
-		*m = (*m)[:0]
-		msgPool.Put(m)
-	}
-}
+func (p *frameParser) releaseMsg() { recycle(&msgPool, &p.msg) }

@@ -276,16 +276,19 @@ func (fr *frameReader) releaseBuf() {
 
 // releaseMsg returns the assembled message's buffer; next calls it first,
 // when the caller is done with the previous message.
-func (fr *frameReader) releaseMsg() {
-	if fr.msg == nil {
+func (fr *frameReader) releaseMsg() { recycle(&msgPool, &fr.msg) }
+
+// recycle puts *b back in pool, emptied, unless it grew past maxPooledMsg
+// (a rare huge message keeps its buffer out of the pool), and clears *b.
+func recycle(pool *sync.Pool, b **[]byte) {
+	if *b == nil {
 		return
 	}
-	m := fr.msg
-	fr.msg = nil
-	if cap(*m) <= maxPooledMsg {
-		*m = (*m)[:0]
-		msgPool.Put(m)
+	if cap(**b) <= maxPooledMsg {
+		**b = (**b)[:0]
+		pool.Put(*b)
 	}
+	*b = nil
 }
 
 // waitReadable parks until the socket has data, EOF or an error, without
