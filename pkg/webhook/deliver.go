@@ -62,12 +62,52 @@ type payload struct {
 	Events []pusher.WebhookEvent `json:"events"`
 }
 
+// wireEvent is an event as Pusher sends it: data and user_id are strings.
+// A client event's data is the string the client sent, or the JSON text of
+// what it sent; a numeric user id is its text. The Pusher SDKs decode them
+// as strings (pusher-http-go's Webhook fails on anything else).
+type wireEvent struct {
+	Name     string `json:"name"`
+	Channel  string `json:"channel"`
+	Event    string `json:"event,omitempty"`
+	Data     string `json:"data,omitempty"`
+	SocketID string `json:"socket_id,omitempty"`
+	UserID   string `json:"user_id,omitempty"`
+}
+
+type wirePayload struct {
+	TimeMS int64       `json:"time_ms"`
+	Events []wireEvent `json:"events"`
+}
+
+// asString is a JSON value as Pusher's string fields carry it: a string as
+// its value, anything else as its compact text.
+func asString(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return string(raw)
+	}
+	return buf.String()
+}
+
 // encode renders the body like JSON.stringify: no HTML escaping.
 func encode(p payload) ([]byte, error) {
+	w := wirePayload{TimeMS: p.TimeMS, Events: make([]wireEvent, len(p.Events))}
+	for i, e := range p.Events {
+		w.Events[i] = wireEvent{Name: e.Name, Channel: e.Channel, Event: e.Event,
+			Data: asString(e.Data), SocketID: e.SocketID, UserID: asString(e.UserID)}
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(p); err != nil {
+	if err := enc.Encode(w); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil

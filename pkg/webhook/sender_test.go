@@ -157,10 +157,11 @@ func TestSender_EveryKind(t *testing.T) {
 	want := map[string]string{
 		pusher.WebhookChannelOccupied: `{"name":"channel_occupied","channel":"public"}`,
 		pusher.WebhookChannelVacated:  `{"name":"channel_vacated","channel":"public"}`,
-		pusher.WebhookMemberAdded:     `{"name":"member_added","channel":"presence-room","user_id":42}`,
-		pusher.WebhookMemberRemoved:   `{"name":"member_removed","channel":"presence-room","user_id":"u-1"}`,
+		// As Pusher sends them: data and user_id are strings.
+		pusher.WebhookMemberAdded:   `{"name":"member_added","channel":"presence-room","user_id":"42"}`,
+		pusher.WebhookMemberRemoved: `{"name":"member_removed","channel":"presence-room","user_id":"u-1"}`,
 		pusher.WebhookClientEvent: `{"name":"client_event","channel":"presence-room","event":"client-typing",` +
-			`"data":{"text":"<b>hi</b> & bye"},"socket_id":"123.456","user_id":7}`,
+			`"data":"{\"text\":\"<b>hi</b> & bye\"}","socket_id":"123.456","user_id":"7"}`,
 		pusher.WebhookCacheMiss: `{"name":"cache_miss","channel":"cache-feed"}`,
 	}
 	for name, w := range want {
