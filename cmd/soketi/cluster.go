@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/soketi-go/soketi/internal/config"
 	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/clusternet"
+	"github.com/soketi-go/soketi/pkg/consensus"
 	"github.com/soketi-go/soketi/pkg/gossip"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -45,7 +47,7 @@ func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAd
 			return nil, &config.Error{Name: "CLUSTER_KEY", Msg: err.Error()}
 		}
 	}
-	return cluster.Start(ctx, cluster.NodeConfig{
+	node, err := cluster.Start(ctx, cluster.NodeConfig{
 		Gossip: gossip.Config{
 			ClusterName:       c.Prefix,
 			NodeID:            nodeID,
@@ -72,6 +74,11 @@ func startCluster(ctx context.Context, cfg *config.Config, local *pusher.LocalAd
 		RequestTimeout:  cfg.ClusterRequestsTimeout,
 		Logger:          logger,
 	}, local)
+	if errors.Is(err, consensus.ErrDirInUse) {
+		return nil, &config.Error{Name: "CLUSTER_DATA_DIR", Value: c.DataDir,
+			Msg: "another process has this directory open (" + err.Error() + "); give each node its own"}
+	}
+	return node, err
 }
 
 // loadNodeID returns CLUSTER_NODE_ID, or the id kept in the data directory so

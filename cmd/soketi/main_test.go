@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
 )
 
 func TestRun_HelpAndVersion(t *testing.T) {
@@ -96,4 +101,49 @@ func TestRun_ClusterTLSErrorsExit2(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q", tc.env, code, errb.String())
 		}
 	}
+}
+
+// A second process on a node's data directory stops at once, naming the
+// variable, instead of failing after bbolt's lock wait with "timeout".
+func TestRun_DataDirInUseExits2(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "raft"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	held, err := bbolt.Open(filepath.Join(dir, "raft", "raft.db"), 0o600, nil) // as a running node holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	ports := freePorts(t, 5)
+	env := map[string]string{
+		"ADAPTER_DRIVER": "cluster", "CLUSTER_DATA_DIR": dir, "CLUSTER_HOST": "127.0.0.1",
+		"CLUSTER_UNICAST_ADDRESSES": `["127.0.0.1"]`, "SOKETI_HOST": "127.0.0.1",
+		"SOKETI_PORT": ports[0], "SOKETI_METRICS_SERVER_PORT": ports[1], "CLUSTER_PORT": ports[2],
+		"CLUSTER_GOSSIP_PORT": ports[3], "CLUSTER_RAFT_PORT": ports[4],
+	}
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := run([]string{"start"}, func(k string) string { return env[k] }, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "CLUSTER_DATA_DIR") || !strings.Contains(errb.String(), "another process") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("took %v to give up", took)
+	}
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+	return out
 }

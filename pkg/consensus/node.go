@@ -28,6 +28,8 @@ var (
 	ErrNotLeader = errors.New("consensus: not leader")
 	// ErrNoLeader: no leader was known for the whole wait.
 	ErrNoLeader = errors.New("consensus: no leader")
+	// ErrDirInUse: another process has the data directory open.
+	ErrDirInUse = errors.New("consensus: the data directory is in use")
 	// ErrTimeout: the wait ended with the outcome unknown (the command may
 	// still commit), or committed but not yet applied on this node.
 	ErrTimeout = errors.New("consensus: timeout")
@@ -156,10 +158,16 @@ func (n *Node) raftConfig() *raft.Config {
 }
 
 func (n *Node) openRaft() error {
+	path := filepath.Join(n.cfg.Dir, "raft.db")
 	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(n.cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+		Path: path,
+		// bbolt holds an exclusive flock on the file while it is open: a
+		// second process on the same directory waits this long, then fails.
+		BoltOptions: &bbolt.Options{Timeout: 250 * time.Millisecond},
 	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("%w: %s is locked by another process", ErrDirInUse, path)
+	}
 	if err != nil {
 		return fmt.Errorf("consensus: open log store: %w", err)
 	}
