@@ -1,7 +1,10 @@
-// Package wstransport is the WebSocket transport under pkg/pusher: gorilla
-// performs the upgrade handshake, frameReader reads the client's frames (the
-// headers parsed and checked by gobwas/ws) and socket writes the protocol's
-// pre-built frames straight to the file descriptor.
+// Package wstransport is the WebSocket transport under pkg/pusher, in two
+// forms with one set of framing rules: EventLoop (the default) serves
+// connections from epoll pollers, and Handler from a goroutine per
+// connection. gorilla performs the upgrade handshake for both; the client's
+// frame headers are parsed and checked by gobwas/ws (frameParser for the
+// event loop, frameReader for Handler), and the protocol's pre-built frames
+// are written to the socket as they are.
 package wstransport
 
 import (
