@@ -132,8 +132,9 @@ func (c *Conn) stopAuthTimer() {
 }
 
 // channelSet holds a connection's subscriptions: a short slice while there
-// are few, which is the usual case and a fifth of a map's memory (this is
-// per connection, and idle connections are most of a node's memory), and
+// are few, which is the usual case and a small part of a map's memory (a
+// map of one entry takes about 200 bytes; this is per connection, and idle
+// connections are most of a node's memory), and
 // a map once there are more than maxFewChannels, so that a client with
 // thousands of channels costs no linear scans.
 type channelSet struct {
@@ -191,7 +192,10 @@ func (s *channelSet) del(name string) {
 	}
 	for i := range s.few {
 		if s.few[i].name == name {
-			s.few = append(s.few[:i], s.few[i+1:]...)
+			last := len(s.few) - 1
+			copy(s.few[i:], s.few[i+1:])
+			s.few[last] = subscription{} // hold no stale member
+			s.few = s.few[:last]
 			if len(s.few) == 0 {
 				s.few = nil
 			}
