@@ -32,6 +32,7 @@ func TestAPI_PublishNotTakenByEveryNodeIs503(t *testing.T) {
 	app := testApp()
 	sub := ts.connect(t, app.Key)
 	sub.subscribe("news")
+	sub.Expect("pusher_internal:subscription_succeeded") // or the publish may come first
 
 	r := ts.trigger(t, app, "news", "update", "refused")
 	if r.status != 503 || r.body["code"] != float64(503) || r.body["error"] == "" || r.header.Get("Retry-After") != "1" {
