@@ -305,34 +305,14 @@ func (ec *elConn) parse(data []byte) {
 	if err == nil {
 		return
 	}
+	// Only an opened connection parses (a refused one is dead from the
+	// start), so ec.c is set. Handler's rules for how a read ends.
 	ec.dead = true
 	ec.parser.release()
-	defer ec.endRead()
 	var cc *clientClose
-	var ce *closeError
-	switch {
-	case errors.As(err, &cc):
-		ec.replied.Store(true)
-		if ec.c == nil {
-			ec.closeWhenDrained()
-			return
-		}
-		code := cc.code
-		if code == 1005 { // the client sent no code; answer with a normal close
-			code = 1000
-		}
-		ec.c.Close(code)
-	case errors.As(err, &ce):
-		ec.srv.Metrics().Rejected(ce.reason)
-		ec.broken = true
-		if ec.c == nil {
-			_ = ec.nc.Close()
-			return
-		}
-		ec.srv.Logger().Debug("closing on a framing error", "component", "ws",
-			"app_id", ec.c.App.ID, "socket_id", ec.c.ID, "code", ce.code, "err", ce.text)
-		ec.c.Abort(ce.code, ce.text)
-	}
+	ec.replied.Store(errors.As(err, &cc))
+	ec.broken = readEnded(ec.srv, ec.c, err)
+	ec.endRead()
 }
 
 // discard drops the input of a closing connection. The client's close

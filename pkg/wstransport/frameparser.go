@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -13,7 +12,7 @@ import (
 // frameParser is frameReader's counterpart for the event loop: the poller
 // hands it whatever bytes arrived, and it passes on each complete frame.
 // The rules are frameReader's (gobwas parses and checks each header; the
-// message limit, UTF-8 and close-frame rules are closeFrame and finish).
+// message limit, closeFrame and checkMessage).
 //
 // Between frames it holds no buffer. The bytes of an incomplete frame are
 // kept, but a frame's declared length is checked against the limit before
@@ -124,11 +123,10 @@ func (p *frameParser) frame(buf []byte, sink frameSink) (int, error) {
 	}
 	if h.Fin && !p.state.Fragmented() {
 		// The common case: a whole message in one frame, passed in place.
-		msg, err := p.finish(payload)
-		if err != nil {
+		if err := checkMessage(p.op, payload); err != nil {
 			return 0, err
 		}
-		sink.message(p.op, msg)
+		sink.message(p.op, payload)
 		return size, nil
 	}
 	if p.msg == nil {
@@ -140,20 +138,12 @@ func (p *frameParser) frame(buf []byte, sink frameSink) (int, error) {
 		return size, nil
 	}
 	p.state = p.state.Clear(ws.StateFragmented)
-	msg, err := p.finish(*p.msg)
-	if err != nil {
+	if err := checkMessage(p.op, *p.msg); err != nil {
 		return 0, err
 	}
-	sink.message(p.op, msg)
+	sink.message(p.op, *p.msg)
 	p.releaseMsg()
 	return size, nil
-}
-
-func (p *frameParser) finish(msg []byte) ([]byte, error) {
-	if p.op == ws.OpText && !utf8.Valid(msg) {
-		return nil, errBadUTF8
-	}
-	return msg, nil
 }
 
 // release returns both buffers when the connection ends.

@@ -138,10 +138,19 @@ func (fr *frameReader) next(control controlHandler) (ws.OpCode, []byte, error) {
 }
 
 func (fr *frameReader) finish(msg []byte) (ws.OpCode, []byte, error) {
-	if fr.op == ws.OpText && !utf8.Valid(msg) {
-		return 0, nil, errBadUTF8
+	if err := checkMessage(fr.op, msg); err != nil {
+		return 0, nil, err
 	}
 	return fr.op, msg, nil
+}
+
+// checkMessage applies the rule for a whole data message: text is UTF-8.
+// frameReader and frameParser share it.
+func checkMessage(op ws.OpCode, msg []byte) error {
+	if op == ws.OpText && !utf8.Valid(msg) {
+		return errBadUTF8
+	}
+	return nil
 }
 
 // closeFrame checks a close frame's payload (RFC 6455 §5.5.1, §7.4).
