@@ -240,8 +240,8 @@ type elConn struct {
 	ended      bool // Server.Closed was called
 }
 
-// maxEarly bounds the input accepted before the connection is open: a
-// client that has not seen connection_established has little to say.
+// maxEarly bounds the input accepted before Open started: a client that
+// has not seen connection_established has little to say.
 const maxEarly = 64 << 10
 
 // maxInbox bounds the messages waiting for the protocol on one connection,
@@ -250,12 +250,16 @@ const maxEarly = 64 << 10
 // closed with 4100.
 const maxInbox = 1 << 20
 
-// open runs the protocol's Open and then what arrived meanwhile.
+// open runs the protocol's Open and then what arrived before it. The poller
+// waits on pmu meanwhile (Open looks up the app and registers the socket:
+// in memory), so a client's first message, sent as soon as it reads
+// connection_established, is parsed with its app's limit and never needs
+// the early buffer.
 func (ec *elConn) open(r *http.Request, appKey string) {
 	defer ec.recovered()
-	c := ec.srv.Open(r.Context(), appKey, ec)
 	ec.pmu.Lock()
 	defer ec.pmu.Unlock()
+	c := ec.srv.Open(r.Context(), appKey, ec)
 	ec.opened = true
 	if c == nil {
 		ec.dead = true // refused: only the close reply is awaited
@@ -297,7 +301,7 @@ func (ec *elConn) onData(data []byte) {
 
 // parse feeds the parser; called under pmu.
 func (ec *elConn) parse(data []byte) {
-	if ec.dead {
+	if ec.dead || ec.closing.Load() {
 		ec.discard(data)
 		return
 	}
@@ -534,10 +538,7 @@ func (ec *elConn) onWritten(n int) {
 // written and the client has answered (or broke the rules), or after
 // closeReplyWait.
 func (ec *elConn) CloseAfterFlush() {
-	ec.closing.Store(true)
-	ec.pmu.Lock()
-	ec.dead = true // what follows our close frame is only searched for the reply
-	ec.pmu.Unlock()
+	ec.closing.Store(true) // what follows our close frame is only searched for the reply
 	ec.closeWhenDrained()
 	ec.mu.Lock()
 	if ec.closeTimer == nil && !ec.closed {
