@@ -12,6 +12,7 @@ import (
 
 	"github.com/soketi-go/soketi/internal/config"
 	"github.com/soketi-go/soketi/pkg/cluster"
+	"github.com/soketi-go/soketi/pkg/clusterpage"
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/metrics"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -28,7 +29,8 @@ type node struct {
 	metricsHandler http.Handler
 	cluster        *cluster.Node
 	webhooks       *webhook.Sender
-	metrics        *metrics.Metrics // nil when metrics are disabled
+	metrics        *metrics.Metrics    // nil when metrics are disabled
+	pages          []*clusterpage.Page // the live cluster pages, one per port
 	logger         *slog.Logger
 }
 
@@ -110,12 +112,17 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	if n.cluster != nil {
 		// A secured cluster keeps its addresses, ids and incarnations off the
 		// public port; an open one is open anyway, and shows them as before.
-		r.Get(cfg.PathPrefix+"/cluster", func(w http.ResponseWriter, _ *http.Request) {
-			if n.cluster.Status().Secured {
-				writeJSON(w, n.cluster.Summary())
-				return
+		cl := n.cluster
+		n.mountCluster(r, cfg.PathPrefix, func(context.Context) any {
+			if cl.Status().Secured {
+				return cl.Summary()
 			}
-			writeJSON(w, n.cluster.Status())
+			return cl.Status()
+		}, func(ctx context.Context) any {
+			if cl.Status().Secured {
+				return cl.Summary()
+			}
+			return cl.Dashboard(ctx)
 		})
 	}
 	if cfg.Mode == "worker" {
@@ -127,8 +134,34 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		r.Mount("/", api)
 	}
 	n.handler = r
-	n.metricsHandler = metricsRouter(cfg, n.server, n.metrics, n.cluster)
+	n.metricsHandler = n.metricsRouter(cfg)
 	return n, nil
+}
+
+// mountCluster serves GET {prefix}/cluster: JSON from view, or, to a
+// browser, the live page fed by page; both show the same detail.
+func (n *node) mountCluster(r chi.Router, prefix string, view, page func(context.Context) any) {
+	live := clusterpage.New(clusterpage.Options{Snapshot: page, Logger: n.logger})
+	n.pages = append(n.pages, live)
+	r.Get(prefix+"/cluster", func(w http.ResponseWriter, req *http.Request) {
+		if clusterpage.WantsHTML(req) {
+			live.ServeHTML(w, req)
+			return
+		}
+		w.Header().Set("Vary", "Accept")
+		writeJSON(w, view(req.Context()))
+	})
+	for _, a := range clusterpage.Assets() {
+		r.Get(prefix+"/cluster"+a, live.Handle)
+	}
+}
+
+// closePages ends the live pages' streams, so that the HTTP servers'
+// shutdown does not wait on open browsers.
+func (n *node) closePages() {
+	for _, p := range n.pages {
+		p.Close()
+	}
 }
 
 // rateLimiter is what the node needs of a limiter driver.
@@ -179,6 +212,7 @@ func (n *node) shutdown(grace time.Duration) {
 		}
 		n.cluster.Leave()
 	}
+	n.closePages()
 }
 
 func later(a, b time.Time) time.Time {
@@ -189,6 +223,7 @@ func later(a, b time.Time) time.Time {
 }
 
 func (n *node) close() {
+	n.closePages()
 	n.server.Close()
 	if n.eventLoop != nil {
 		n.eventLoop.Stop()
@@ -202,20 +237,21 @@ func (n *node) close() {
 	}
 }
 
-// metricsRouter serves the metrics port: health, usage and, when enabled, /metrics.
-func metricsRouter(cfg *config.Config, srv *pusher.Server, m *metrics.Metrics, cl *cluster.Node) http.Handler {
+// metricsRouter serves the metrics port: health, usage, /metrics when
+// enabled, and the whole cluster view.
+func (n *node) metricsRouter(cfg *config.Config) http.Handler {
 	r := chi.NewRouter()
 	p := cfg.PathPrefix
 	r.Get(p+"/", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK")) })
-	api := srv.Router()
+	api := n.server.Router()
 	r.Get(p+"/ready", api.ServeHTTP)
 	r.Get(p+"/usage", api.ServeHTTP)
-	if m != nil {
-		r.Get(p+"/metrics", m.Handler().ServeHTTP)
+	if n.metrics != nil {
+		r.Get(p+"/metrics", n.metrics.Handler().ServeHTTP)
 	}
-	if cl != nil {
-		// The operators' port: the whole cluster view.
-		r.Get(p+"/cluster", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, cl.Status()) })
+	if cl := n.cluster; cl != nil {
+		n.mountCluster(r, p, func(context.Context) any { return cl.Status() },
+			func(ctx context.Context) any { return cl.Dashboard(ctx) })
 	}
 	return r
 }

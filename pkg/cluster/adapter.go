@@ -76,6 +76,9 @@ type Adapter struct {
 	sendFailures atomic.Uint64
 	sendWarn     logevery.Limiter
 	leases       atomic.Pointer[leases] // the cluster rate limiter's transport, if any
+	// reporter answers the cluster page's report query (report.go); set
+	// by Start before any peer can ask.
+	reporter func() NodeReport
 }
 
 type handlerBox struct{ h pusher.Handler }

@@ -163,6 +163,7 @@ func Start(ctx context.Context, cfg NodeConfig, local *pusher.LocalAdapter) (*No
 	adapter = New(Config{
 		NodeID: g.NodeID, Incarnation: g.Incarnation, RequestTimeout: cfg.RequestTimeout, Logger: logger,
 	}, local, n.raft, n.streams)
+	adapter.reporter = n.report
 	n.adapter = adapter
 
 	g.RaftAddr = n.port.Addr()

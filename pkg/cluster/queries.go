@@ -16,6 +16,7 @@ import (
 const (
 	opChannels = "channels"
 	opChannel  = "channel"
+	opReport   = "report" // the peer's NodeReport, for the cluster page
 	// maxAnswering bounds queries being answered at once; more are dropped
 	// (the asker then times out on this node).
 	maxAnswering = 64
@@ -33,6 +34,7 @@ type query struct {
 type reply struct {
 	ID       uint64         `json:"id"`
 	Channels map[string]int `json:"channels"`
+	Report   *NodeReport    `json:"report,omitempty"`
 }
 
 type queries struct {
@@ -116,6 +118,12 @@ func (q *queries) answer(from string, qu query) {
 		case opChannel:
 			ci, _ := q.a.local.Channel(ctx, qu.App, qu.Channel)
 			r.Channels[qu.Channel] = ci.SubscriptionCount
+		case opReport:
+			if q.a.reporter == nil {
+				return
+			}
+			rep := q.a.reporter()
+			r.Report = &rep
 		default:
 			return
 		}
