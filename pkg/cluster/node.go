@@ -50,6 +50,7 @@ type Node struct {
 	raft    *consensus.Node
 	streams *stream.Streams
 	adapter *Adapter
+	reports reportCache // for the cluster page (report.go)
 	logger  *slog.Logger
 	ctx     context.Context // ends when the node stops
 	cancel  context.CancelFunc

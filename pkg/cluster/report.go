@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/soketi-go/soketi/pkg/gossip"
@@ -13,9 +14,9 @@ import (
 // Reports travel as a cluster-wide query (queries.go), so a node that is
 // cut off or slow only loses its own row's figures, never the page.
 
-// reportTimeout bounds the wait for peers' reports: the page refreshes
-// every second, and a dead peer that gossip still calls alive must not
-// freeze it for the whole ADAPTER_CLUSTER_REQUESTS_TIMEOUT.
+// reportTimeout bounds the wait for peers' reports, below reportEvery:
+// a dead peer that gossip still calls alive must not hold them back for
+// the whole ADAPTER_CLUSTER_REQUESTS_TIMEOUT.
 const reportTimeout = 750 * time.Millisecond
 
 // NodeReport is what one node says about itself.
@@ -36,9 +37,11 @@ type NodeReport struct {
 
 // RaftReport is a node's replica.
 type RaftReport struct {
-	State         string `json:"state"`
-	Term          uint64 `json:"term"`
-	CommitIndex   uint64 `json:"commit_index"`
+	State       string `json:"state"`
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
+	// AppliedIndex is raft's: every entry applied, barriers and
+	// configuration changes included, so that it reaches CommitIndex.
 	AppliedIndex  uint64 `json:"applied_index"`
 	LastContactMs int64  `json:"last_contact_ms"`
 }
@@ -70,51 +73,96 @@ type Dashboard struct {
 	Unanswered []string     `json:"unanswered"`
 }
 
-// Dashboard gathers the page's data: at most reportTimeout waiting on peers.
+// Dashboard returns the page's data. Membership, the leader and the
+// quorum are read now; the reports come from the latest gathering, which
+// is at most reportEvery old: a page may refresh often without asking the
+// peers more than once a second, and a peer that does not answer never
+// holds the page back.
 func (n *Node) Dashboard(ctx context.Context) Dashboard {
 	view := n.members.View()
 	rs := n.raft.Status()
 	d := Dashboard{
 		At: time.Now().UTC(), Self: view.NodeID, ClusterName: view.ClusterName,
 		Secured: n.port.Secured(), Quorum: hasQuorum(rs, n.masterTimeout), Leader: rs.LeaderID,
-		Members: view.Members, Unanswered: []string{},
+		Members: view.Members,
 	}
+	d.Reports, d.Unanswered = n.reports.latest(ctx, n)
+	return d
+}
+
+// reportEvery is how often the peers are asked for their reports.
+const reportEvery = time.Second
+
+// reportCache holds the latest gathering of reports. Its first use waits
+// for one; after that a stale cache starts a new one in the background
+// and answers with what it has.
+type reportCache struct {
+	mu         sync.Mutex
+	reports    []NodeReport
+	unanswered []string
+	at         time.Time
+	gathering  bool
+}
+
+func (c *reportCache) latest(ctx context.Context, n *Node) ([]NodeReport, []string) {
+	c.mu.Lock()
+	if c.at.IsZero() {
+		c.mu.Unlock()
+		reports, unanswered := n.gatherReports(ctx)
+		c.mu.Lock()
+		c.reports, c.unanswered, c.at = reports, unanswered, time.Now()
+	} else if time.Since(c.at) >= reportEvery && !c.gathering {
+		c.gathering = true
+		go func() {
+			reports, unanswered := n.gatherReports(n.ctx)
+			c.mu.Lock()
+			c.reports, c.unanswered, c.at, c.gathering = reports, unanswered, time.Now(), false
+			c.mu.Unlock()
+		}()
+	}
+	defer c.mu.Unlock()
+	return c.reports, c.unanswered
+}
+
+// gatherReports asks every alive peer for its report, at most
+// reportTimeout, and adds this node's own and each node's lag behind the
+// leader's commit index.
+func (n *Node) gatherReports(ctx context.Context) ([]NodeReport, []string) {
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
 	replies := n.adapter.queries.gather(ctx, query{Op: opReport})
-	d.Reports = append(make([]NodeReport, 0, len(replies)+1), n.report())
-	answered := map[string]bool{d.Self: true}
+	self := n.report()
+	reports := append(make([]NodeReport, 0, len(replies)+1), self)
+	answered := map[string]bool{self.ID: true}
 	for _, r := range replies {
 		// A reply names its node; one per node, and only alive peers asked.
 		if r.Report != nil && !answered[r.Report.ID] {
 			answered[r.Report.ID] = true
-			d.Reports = append(d.Reports, *r.Report)
+			reports = append(reports, *r.Report)
 		}
 	}
+	unanswered := []string{}
 	for _, p := range n.adapter.alivePeers() {
 		if !answered[p] {
-			d.Unanswered = append(d.Unanswered, p)
+			unanswered = append(unanswered, p)
 		}
 	}
-	sort.Slice(d.Reports, func(i, j int) bool { return d.Reports[i].ID < d.Reports[j].ID })
-	sort.Strings(d.Unanswered)
-	var leaderCommit uint64
-	leaderKnown := false
-	for _, r := range d.Reports {
-		if r.ID == d.Leader {
-			leaderCommit, leaderKnown = r.Raft.CommitIndex, true
+	sort.Slice(reports, func(i, j int) bool { return reports[i].ID < reports[j].ID })
+	sort.Strings(unanswered)
+	leader, _ := n.raft.Leader()
+	for _, l := range reports {
+		if l.ID != leader {
+			continue
 		}
-	}
-	if leaderKnown {
-		for i := range d.Reports {
+		for i := range reports {
 			lag := uint64(0)
-			if a := d.Reports[i].Raft.AppliedIndex; a < leaderCommit {
-				lag = leaderCommit - a
+			if a := reports[i].Raft.AppliedIndex; a < l.Raft.CommitIndex {
+				lag = l.Raft.CommitIndex - a
 			}
-			d.Reports[i].Lag = &lag
+			reports[i].Lag = &lag
 		}
 	}
-	return d
+	return reports, unanswered
 }
 
 // report is this node's own NodeReport.
@@ -124,7 +172,7 @@ func (n *Node) report() NodeReport {
 	r := NodeReport{
 		ID: n.raft.ID(),
 		Raft: RaftReport{State: rs.State, Term: rs.Term, CommitIndex: rs.CommitIndex,
-			AppliedIndex: rs.AppliedIndex, LastContactMs: rs.LastContactMs},
+			AppliedIndex: rs.RaftAppliedIndex, LastContactMs: rs.LastContactMs},
 		Connections: ls.Sockets, Channels: ls.Channels,
 		Streams: map[string]StreamReport{}, RateLimiter: "local",
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/soketi-go/soketi/internal/testcluster"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
 )
@@ -20,13 +21,10 @@ func TestDashboard_ReportsEveryNodeAndFollowsADeath(t *testing.T) {
 	sub.Subscribe("news")
 
 	var d cluster.Dashboard
-	ok := waitFor(10*time.Second, func() bool {
+	testutil.WaitFor(t, 10*time.Second, "three reports with node1's client", func() bool {
 		d = c.Nodes[0].Cluster.Dashboard(context.Background())
 		return len(d.Reports) == 3 && d.Leader != "" && d.Reports[1].Connections == 1
 	})
-	if !ok {
-		t.Fatalf("dashboard never showed three reports with node1's client: %+v", d)
-	}
 	if d.Self != "node0" || len(d.Members) != 3 || len(d.Unanswered) != 0 || !d.Secured || !d.Quorum {
 		t.Fatalf("dashboard = %+v", d)
 	}
@@ -48,7 +46,7 @@ func TestDashboard_ReportsEveryNodeAndFollowsADeath(t *testing.T) {
 	}
 	c.Kill(victim)
 	dead := "node" + string(rune('0'+victim))
-	ok = waitFor(10*time.Second, func() bool {
+	testutil.WaitFor(t, 10*time.Second, dead+" dead on the dashboard", func() bool {
 		start := time.Now()
 		d = c.Nodes[0].Cluster.Dashboard(context.Background())
 		if took := time.Since(start); took > 2*time.Second {
@@ -61,18 +59,4 @@ func TestDashboard_ReportsEveryNodeAndFollowsADeath(t *testing.T) {
 		}
 		return false
 	})
-	if !ok {
-		t.Fatalf("the dashboard never showed %s dead: %+v", dead, d)
-	}
-}
-
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
 }

@@ -1,7 +1,7 @@
 // Package clusterpage serves the operators' live cluster page: an HTML page
 // whose CSS and JavaScript are embedded in the binary (nothing comes from
 // elsewhere, so it works offline), fed by a Server-Sent Events stream that
-// pushes the node's view of the cluster once a second.
+// pushes the node's view of the cluster four times a second.
 //
 // The page shows what its Snapshot returns and nothing more, so it is as
 // private as the JSON at the same path: on the public port of a secured
@@ -26,7 +26,7 @@ var assets embed.FS
 
 // Defaults for Options.
 const (
-	DefaultInterval   = time.Second
+	DefaultInterval   = 250 * time.Millisecond
 	DefaultMaxStreams = 32
 	// writeTimeout drops a viewer that stops reading, so an open page can
 	// never hold a goroutine and a buffer forever.

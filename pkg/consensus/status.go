@@ -27,7 +27,10 @@ type NodeStatus struct {
 	Term          uint64 `json:"term"`
 	CommitIndex   uint64 `json:"commit_index"`
 	AppliedIndex  uint64 `json:"applied_index"` // of the local replica
-	LastLogIndex  uint64 `json:"last_log_index"`
+	// RaftAppliedIndex also counts the entries the replica never sees
+	// (barriers, configuration changes), so it reaches CommitIndex.
+	RaftAppliedIndex uint64 `json:"raft_applied_index"`
+	LastLogIndex     uint64 `json:"last_log_index"`
 	// LastContactMs is the time since the last contact with the leader:
 	// 0 on the leader, -1 if never.
 	LastContactMs int64    `json:"last_contact_ms"`
@@ -59,6 +62,7 @@ func (n *Node) Status() NodeStatus {
 	st.LeaderID, st.LeaderAddress = n.Leader()
 	st.Term = r.CurrentTerm()
 	st.CommitIndex = r.CommitIndex()
+	st.RaftAppliedIndex = r.AppliedIndex()
 	st.LastLogIndex = r.LastIndex()
 	switch last := r.LastContact(); {
 	case state == raft.Leader:

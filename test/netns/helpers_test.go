@@ -11,13 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/soketi-go/soketi/internal/netns"
+	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/cluster"
 	"github.com/soketi-go/soketi/pkg/gossip"
 )
@@ -28,38 +28,6 @@ const (
 	// machine, and the detection tail DESIGN.md describes.
 	slack = 3 * time.Second
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds cmd/soketi once per test run, or returns $SOKETI_BIN
-// (a prebuilt binary to test instead).
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binPath = os.Getenv("SOKETI_BIN"); binPath != "" {
-			return
-		}
-		dir, err := os.MkdirTemp("", "soketi-netns-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "soketi")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/soketi")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/soketi: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // lockedBuffer collects a process's output.
 type lockedBuffer struct {
@@ -89,7 +57,7 @@ type node struct {
 
 func startNode(t *testing.T, h *netns.Host, env []string) *node {
 	t.Helper()
-	cmd := h.Command(context.Background(), binary(t), "start")
+	cmd := h.Command(context.Background(), testutil.SoketiBinary(t), "start")
 	cmd.Dir = t.TempDir() // no stray .env
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	n := &node{host: h, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
