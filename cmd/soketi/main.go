@@ -178,13 +178,12 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	return nil
 }
 
+// loadTLS loads the key pair that config.Load has checked; an error (the
+// files changed since) is a *config.Error naming the variable.
 func loadTLS(s config.SSL) (*tls.Config, error) {
-	if s.Passphrase != "" {
-		return nil, fmt.Errorf("invalid SOKETI_SSL_PASS: encrypted keys are not supported; decrypt the key file")
-	}
-	cert, err := tls.LoadX509KeyPair(s.CertPath, s.KeyPath)
+	cert, err := s.Certificate()
 	if err != nil {
-		return nil, fmt.Errorf("invalid SOKETI_SSL_CERT/SOKETI_SSL_KEY: %w", err)
+		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }

@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -224,6 +226,9 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 			continue
 		}
 		if err := o.set(cfg, parseEnvValue(raw)); err != nil {
+			if secretOptions[o.path] {
+				raw = ""
+			}
 			return nil, &Error{Name: name, Value: raw, Msg: err.Error()}
 		}
 	}
@@ -235,13 +240,16 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		if len(apps) == 0 {
 			apps = append(apps, map[string]any{})
 		}
-		v := parseEnvValue(raw)
-		if f.field == "id" || f.field == "key" || f.field == "secret" {
-			v = raw // ids such as 123 stay strings
+		v, err := f.parse(raw)
+		if err != nil {
+			if f.field == "secret" {
+				raw = ""
+			}
+			return nil, &Error{Name: f.env, Value: raw, Msg: err.Error()}
 		}
-		if f.field == "webhooks" {
-			if _, ok := v.([]any); !ok {
-				return nil, &Error{Name: f.env, Value: raw, Msg: "must be a JSON array of webhook objects"}
+		if f.field == "webhooks" { // the rest of ParseApp's rules, named after the variable
+			if _, err := pusher.ParseApp(map[string]any{"webhooks": v}, cfg.Limits); err != nil {
+				return nil, &Error{Name: f.env, Value: raw, Msg: err.Error()}
 			}
 		}
 		apps[0][f.field] = v
@@ -251,6 +259,11 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		a, err := pusher.ParseApp(raw, cfg.Limits)
 		if err != nil {
 			return nil, &Error{Name: fmt.Sprintf("appManager.array.apps.%d", i), Msg: err.Error()}
+		}
+		// Values from the environment passed these checks above; these
+		// are the file's.
+		if field, err := checkApp(a); err != nil {
+			return nil, &Error{Name: fmt.Sprintf("appManager.array.apps.%d.%s", i, field), Msg: err.Error()}
 		}
 		cfg.Apps = append(cfg.Apps, a)
 	}
@@ -264,18 +277,26 @@ func defaultAppFields() map[string]any {
 	return map[string]any{"id": "app-id", "key": "app-key", "secret": "app-secret"}
 }
 
-var defaultAppEnv = []struct{ env, field string }{
-	{"SOKETI_DEFAULT_APP_ID", "id"},
-	{"SOKETI_DEFAULT_APP_KEY", "key"},
-	{"SOKETI_DEFAULT_APP_SECRET", "secret"},
-	{"SOKETI_DEFAULT_APP_MAX_CONNS", "maxConnections"},
-	{"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "enableClientMessages"},
-	{"SOKETI_DEFAULT_APP_ENABLED", "enabled"},
-	{"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC", "maxBackendEventsPerSecond"},
-	{"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC", "maxClientEventsPerSecond"},
-	{"SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC", "maxReadRequestsPerSecond"},
-	{"SOKETI_DEFAULT_APP_USER_AUTHENTICATION", "enableUserAuthentication"},
-	{"SOKETI_DEFAULT_APP_WEBHOOKS", "webhooks"},
+// secretOptions are options whose value a refusal must not repeat.
+var secretOptions = map[string]bool{"ssl.passphrase": true, "cluster.key": true}
+
+// defaultAppEnv are the variables of app 0, each with the parser that
+// turns its raw value into what ParseApp reads (or refuses it).
+var defaultAppEnv = []struct {
+	env, field string
+	parse      func(raw string) (any, error)
+}{
+	{"SOKETI_DEFAULT_APP_ID", "id", appString(checkPathSegment("/apps/{id}/..."))}, // ids such as 123 stay strings
+	{"SOKETI_DEFAULT_APP_KEY", "key", appString(checkPathSegment("/app/{key}"))},
+	{"SOKETI_DEFAULT_APP_SECRET", "secret", appString(checkSecret)},
+	{"SOKETI_DEFAULT_APP_MAX_CONNS", "maxConnections", appLimit("-1 or 0 for no limit")},
+	{"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "enableClientMessages", appBool},
+	{"SOKETI_DEFAULT_APP_ENABLED", "enabled", appBool},
+	{"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC", "maxBackendEventsPerSecond", appLimit("-1 for no limit")},
+	{"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC", "maxClientEventsPerSecond", appLimit("-1 for no limit")},
+	{"SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC", "maxReadRequestsPerSecond", appLimit("-1 for no limit")},
+	{"SOKETI_DEFAULT_APP_USER_AUTHENTICATION", "enableUserAuthentication", appBool},
+	{"SOKETI_DEFAULT_APP_WEBHOOKS", "webhooks", appWebhooks},
 }
 
 // Validate checks cross-field rules that single setters cannot.
@@ -283,11 +304,16 @@ func (c *Config) Validate() error {
 	if _, err := pusher.NewStaticApps(c.Apps); err != nil {
 		return &Error{Name: "appManager.array.apps", Msg: err.Error()}
 	}
-	if c.Metrics.Enabled && c.Metrics.Port == c.Port && c.Metrics.Host == c.Host {
-		return &Error{Name: "SOKETI_METRICS_SERVER_PORT", Value: strconv.Itoa(c.Metrics.Port), Msg: "must differ from SOKETI_PORT"}
+	if err := c.checkPorts(); err != nil {
+		return err
 	}
-	if c.SSL.Enabled() && (c.SSL.CertPath == "" || c.SSL.KeyPath == "") {
-		return &Error{Name: "SOKETI_SSL_CERT", Msg: "SOKETI_SSL_CERT and SOKETI_SSL_KEY must be set together"}
+	if c.SSL.Enabled() {
+		if c.SSL.CertPath == "" || c.SSL.KeyPath == "" {
+			return &Error{Name: "SOKETI_SSL_CERT", Msg: "SOKETI_SSL_CERT and SOKETI_SSL_KEY must be set together"}
+		}
+		if _, err := c.SSL.Certificate(); err != nil {
+			return err
+		}
 	}
 	if t := c.Cluster.TLS; t.Enabled() {
 		switch {
@@ -295,6 +321,22 @@ func (c *Config) Validate() error {
 			return &Error{Name: "CLUSTER_TLS_CA", Msg: "CLUSTER_TLS_CA, CLUSTER_TLS_CERT and CLUSTER_TLS_KEY must be set together"}
 		case c.Cluster.SecretKey == nil:
 			return &Error{Name: "CLUSTER_TLS_CA", Msg: "needs CLUSTER_KEY too: the key encrypts gossip and signs beacons"}
+		}
+		if _, err := loadKeyPair("CLUSTER_TLS_CERT", t.CertPath, "CLUSTER_TLS_KEY", t.KeyPath); err != nil {
+			return err
+		}
+		if _, err := readPEM("CLUSTER_TLS_CA", t.CAPath, isCertBlock, "a PEM file of CA certificates"); err != nil {
+			return err
+		}
+	}
+	if c.AdapterDriver == "cluster" {
+		cl := c.Cluster
+		if cl.NodeTimeout < cl.CheckInterval {
+			return &Error{Name: "CLUSTER_NODE_TIMEOUT", Value: millisString(cl.NodeTimeout),
+				Msg: "want at least CLUSTER_CHECK_INTERVAL (" + millisString(cl.CheckInterval) + " ms): a node is probed once per interval"}
+		}
+		if err := checkDataDir(cl.DataDir); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -504,15 +546,24 @@ func toPositiveMillis(v any) (time.Duration, error) {
 	return d, err
 }
 
-func toSeconds(v any) (time.Duration, error) {
+// NeverExpires is the channel cache TTL that soketi's -1 and 0 stand for:
+// a cached event stays until the next one replaces it.
+const NeverExpires = 100 * 365 * 24 * time.Hour
+
+func toCacheTTL(v any) (time.Duration, error) {
 	f, err := toFloat(v)
-	if err != nil || f < 0 {
-		return 0, fmt.Errorf("want a non-negative number of seconds")
+	if err != nil || (f < 0 && f != -1) || f > NeverExpires.Seconds() {
+		return 0, fmt.Errorf("want a number of seconds, or -1 or 0 to keep the event until the next one")
+	}
+	if f <= 0 {
+		return NeverExpires, nil
 	}
 	return time.Duration(f * float64(time.Second)), nil
 }
 
-func toIP(v any, allowEmpty bool) (string, error) {
+// toIPv4 accepts what the cluster sockets can use: the gossip layer binds
+// and sends over IPv4 only.
+func toIPv4(v any, allowEmpty bool) (string, error) {
 	s, err := toString(v)
 	if err != nil {
 		return "", err
@@ -520,10 +571,23 @@ func toIP(v any, allowEmpty bool) (string, error) {
 	if s == "" && allowEmpty {
 		return "", nil
 	}
-	if net.ParseIP(s) == nil {
-		return "", fmt.Errorf("want an IP address")
+	if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+		return "", fmt.Errorf("want an IPv4 address")
 	}
 	return s, nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func toHost(v any) (string, error) {

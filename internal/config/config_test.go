@@ -1,7 +1,14 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,6 +81,25 @@ func TestLoad_InvalidValuesNameTheVariable(t *testing.T) {
 		"CLUSTER_KEY":                 "short",
 		"SOKETI_PATH_PREFIX":          "nope",
 		"SOKETI_DEFAULT_APP_WEBHOOKS": `{"url":"x"}`,
+		// Refused here since the environment was checked field by field.
+		"SOKETI_DEFAULT_APP_ID":                         "a/b",
+		"SOKETI_DEFAULT_APP_KEY":                        "k?x",
+		"SOKETI_DEFAULT_APP_SECRET":                     "s\n",
+		"SOKETI_DEFAULT_APP_MAX_CONNS":                  "many",
+		"SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC":       "true",
+		"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC":  "2.5",
+		"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC": "fast",
+		"SOKETI_DEFAULT_APP_ENABLED":                    "maybe",
+		"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES":     "perhaps",
+		"SOKETI_DEFAULT_APP_USER_AUTHENTICATION":        "required",
+		"SOKETI_SSL_PASS":                               "hunter2",
+		"SOKETI_METRICS_PROMETHEUS_PREFIX":              "soketi-",
+		"SOKETI_CHANNEL_CACHE_TTL":                      "-2",
+		"CLUSTER_HOST":                                  "::",
+		"CLUSTER_BROADCAST_ADDRESS":                     "ff02::1",
+		"CLUSTER_ADVERTISE_ADDRESS":                     "0.0.0.0",
+		"CLUSTER_PREFIX":                                strings.Repeat("p", 65),
+		"CLUSTER_NODE_ID":                               "node\x00",
 	} {
 		_, err := Load("", env(map[string]string{name: val}))
 		var ce *Error
@@ -132,4 +158,189 @@ func TestLoad_BadFile(t *testing.T) {
 	if _, err := Load(dup, env(nil)); err == nil || !strings.Contains(err.Error(), "duplicate") {
 		t.Errorf("duplicate ids: err = %v", err)
 	}
+}
+
+// The default app's variables keep soketi's meanings: -1 (and 0 for
+// connections) is no limit, booleans are the usual spellings.
+func TestLoad_DefaultAppEnvValues(t *testing.T) {
+	c, err := Load("", env(map[string]string{
+		"SOKETI_DEFAULT_APP_ID":                         "123",
+		"SOKETI_DEFAULT_APP_MAX_CONNS":                  "0",
+		"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC": "-1",
+		"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC":  "-5",
+		"SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC":       "20",
+		"SOKETI_DEFAULT_APP_ENABLED":                    "no",
+		"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES":     "1",
+		"SOKETI_DEFAULT_APP_USER_AUTHENTICATION":        "true",
+		"SOKETI_DEFAULT_APP_WEBHOOKS":                   `[{"url":"https://example.com/h","event_types":["cache_miss","client_event"]}]`,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Apps[0]
+	if a.ID != "123" || a.MaxConnections != 0 || a.MaxBackendEventsPerSecond != -1 || a.MaxClientEventsPerSecond != -5 ||
+		a.MaxReadRequestsPerSecond != 20 || a.Enabled || !a.EnableClientMessages || !a.EnableUserAuthentication ||
+		len(a.Webhooks) != 1 {
+		t.Fatalf("app = %+v", a)
+	}
+}
+
+// A refusal of a secret does not print it.
+func TestLoad_RefusalsDoNotRepeatSecrets(t *testing.T) {
+	for name, val := range map[string]string{
+		"SOKETI_SSL_PASS":           "hunter2",
+		"CLUSTER_KEY":               "c2hvcnQtc2VjcmV0",
+		"SOKETI_DEFAULT_APP_SECRET": "top-secret\r\n",
+	} {
+		_, err := Load("", env(map[string]string{name: val}))
+		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), strings.TrimSpace(val)) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+// soketi's -1 and 0 keep a cache channel's event until the next one.
+func TestLoad_ChannelCacheTTL(t *testing.T) {
+	for val, want := range map[string]time.Duration{"-1": NeverExpires, "0": NeverExpires, "60": time.Minute, "0.5": 500 * time.Millisecond} {
+		c, err := Load("", env(map[string]string{"SOKETI_CHANNEL_CACHE_TTL": val}))
+		if err != nil || c.ChannelCacheTTL != want {
+			t.Errorf("%s: %v, %v; want %v", val, c, err, want)
+		}
+	}
+}
+
+// Two of the node's sockets on one port are refused before binding; the
+// cluster's count only with the cluster adapter.
+func TestLoad_PortCollisions(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		name string // "" when accepted
+	}{
+		{map[string]string{"SOKETI_METRICS_SERVER_PORT": "6001"}, "SOKETI_METRICS_SERVER_PORT"}, // metrics off: still served
+		{map[string]string{"SOKETI_METRICS_SERVER_PORT": "6001", "SOKETI_METRICS_HOST": "127.0.0.1"}, "SOKETI_METRICS_SERVER_PORT"},
+		{map[string]string{"SOKETI_METRICS_SERVER_PORT": "6001", "SOKETI_METRICS_HOST": "127.0.0.1", "SOKETI_HOST": "127.0.0.2"}, ""},
+		{map[string]string{"CLUSTER_GOSSIP_PORT": "11002"}, ""},
+		{map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_GOSSIP_PORT": "11002"}, "CLUSTER_GOSSIP_PORT"},
+		{map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_RAFT_PORT": "11003"}, "CLUSTER_RAFT_PORT"},
+		{map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_RAFT_PORT": "6001"}, "CLUSTER_RAFT_PORT"},
+		{map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_RAFT_PORT": "11002"}, ""}, // UDP and TCP
+		{map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_RAFT_PORT": "0", "CLUSTER_GOSSIP_PORT": "0"}, ""},
+	} {
+		tc.env["CLUSTER_DATA_DIR"] = t.TempDir()
+		_, err := Load("", env(tc.env))
+		var ce *Error
+		if (tc.name == "") != (err == nil) || (err != nil && (!errors.As(err, &ce) || ce.Name != tc.name)) {
+			t.Errorf("%v: err = %v, want one naming %q", tc.env, err, tc.name)
+		}
+	}
+}
+
+func TestLoad_ClusterChecksNeedTheClusterAdapter(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{"CLUSTER_NODE_TIMEOUT": "100", "CLUSTER_DATA_DIR": file}
+	if _, err := Load("", env(bad)); err != nil {
+		t.Fatalf("local adapter: %v", err)
+	}
+	for _, tc := range []struct{ name, val string }{
+		{"CLUSTER_NODE_TIMEOUT", "100"},
+		{"CLUSTER_DATA_DIR", file},
+		{"CLUSTER_DATA_DIR", filepath.Join(file, "sub", "dir")},
+	} {
+		e := map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_DATA_DIR": dir, tc.name: tc.val}
+		_, err := Load("", env(e))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Name != tc.name {
+			t.Errorf("%s=%s: err = %v", tc.name, tc.val, err)
+		}
+	}
+	for _, ok := range []string{dir, filepath.Join(dir, "not", "yet")} {
+		if _, err := Load("", env(map[string]string{"ADAPTER_DRIVER": "cluster", "CLUSTER_DATA_DIR": ok})); err != nil {
+			t.Errorf("CLUSTER_DATA_DIR=%s: %v", ok, err)
+		}
+	}
+}
+
+// The TLS files are read at load time, and a refusal names the one at fault.
+func TestLoad_TLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeTestKeyPair(t, dir, "a")
+	_, other := writeTestKeyPair(t, dir, "b")
+	enc := filepath.Join(dir, "enc.key")
+	_ = os.WriteFile(enc, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), 0o600)
+	missing := filepath.Join(dir, "missing.pem")
+	if _, err := Load("", env(map[string]string{"SOKETI_SSL_CERT": cert, "SOKETI_SSL_KEY": key})); err != nil {
+		t.Fatalf("good pair: %v", err)
+	}
+	ck := "c29rZXRpLWNtZC10ZXN0LWtleS1vZi0zMi1ieXRlcyE="
+	for _, tc := range []struct {
+		env  map[string]string
+		name string
+	}{
+		{map[string]string{"SOKETI_SSL_CERT": missing, "SOKETI_SSL_KEY": key}, "SOKETI_SSL_CERT"},
+		{map[string]string{"SOKETI_SSL_CERT": key, "SOKETI_SSL_KEY": key}, "SOKETI_SSL_CERT"},
+		{map[string]string{"SOKETI_SSL_CERT": cert, "SOKETI_SSL_KEY": cert}, "SOKETI_SSL_KEY"},
+		{map[string]string{"SOKETI_SSL_CERT": cert, "SOKETI_SSL_KEY": other}, "SOKETI_SSL_KEY"},
+		{map[string]string{"SOKETI_SSL_CERT": cert, "SOKETI_SSL_KEY": enc}, "SOKETI_SSL_KEY"},
+		{map[string]string{"CLUSTER_TLS_CA": missing, "CLUSTER_TLS_CERT": cert, "CLUSTER_TLS_KEY": key, "CLUSTER_KEY": ck}, "CLUSTER_TLS_CA"},
+		{map[string]string{"CLUSTER_TLS_CA": cert, "CLUSTER_TLS_CERT": missing, "CLUSTER_TLS_KEY": key, "CLUSTER_KEY": ck}, "CLUSTER_TLS_CERT"},
+		{map[string]string{"CLUSTER_TLS_CA": cert, "CLUSTER_TLS_CERT": cert, "CLUSTER_TLS_KEY": other, "CLUSTER_KEY": ck}, "CLUSTER_TLS_KEY"},
+	} {
+		_, err := Load("", env(tc.env))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Name != tc.name {
+			t.Errorf("%v: err = %v, want one naming %s", tc.env, err, tc.name)
+		}
+	}
+	good := map[string]string{"CLUSTER_TLS_CA": cert, "CLUSTER_TLS_CERT": cert, "CLUSTER_TLS_KEY": key, "CLUSTER_KEY": ck}
+	if _, err := Load("", env(good)); err != nil {
+		t.Fatalf("good cluster files: %v", err)
+	}
+}
+
+// The config file's apps get the rules of the default app's variables,
+// named by their key.
+func TestLoad_FileAppsChecked(t *testing.T) {
+	dir := t.TempDir()
+	for body, name := range map[string]string{
+		`{"appManager.array.apps":[{"id":"a b","key":"k","secret":"s"}]}`:                                   "appManager.array.apps.0.id",
+		`{"appManager.array.apps":[{"id":"a","key":"k","secret":"s"},{"id":"b","key":"k/2","secret":"s"}]}`: "appManager.array.apps.1.key",
+		`{"appManager.array.apps":[{"id":"a","key":"k","secret":"s\n"}]}`:                                   "appManager.array.apps.0.secret",
+		`{"appManager.array.apps":[{"id":"a","key":"k","secret":"s","webhooks":[{"url":"ftp://x/"}]}]}`:     "appManager.array.apps.0.webhooks",
+	} {
+		path := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, env(nil))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Name != name {
+			t.Errorf("%s: err = %v, want one naming %s", body, err, name)
+		}
+	}
+}
+
+func writeTestKeyPair(t *testing.T, dir, cn string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key")
+	_ = os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	_ = os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return certPath, keyPath
 }

@@ -3,7 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
-
+	"regexp"
 	"strings"
 	"time"
 
@@ -124,7 +124,14 @@ var options = []option{
 
 	{"ssl.certPath", "SSL_CERT", false, str(func(c *Config) *string { return &c.SSL.CertPath })},
 	{"ssl.keyPath", "SSL_KEY", false, str(func(c *Config) *string { return &c.SSL.KeyPath })},
-	{"ssl.passphrase", "SSL_PASS", false, str(func(c *Config) *string { return &c.SSL.Passphrase })},
+	{"ssl.passphrase", "SSL_PASS", false, func(c *Config, v any) error {
+		s, err := toString(v)
+		if err == nil && s != "" {
+			err = configError("encrypted keys are not supported: want it unset, and SOKETI_SSL_KEY decrypted (openssl pkey -in enc.pem -out key.pem)")
+		}
+		c.SSL.Passphrase = s
+		return err
+	}},
 	{"ssl.caPath", "SSL_CA", false, str(func(c *Config) *string { return &c.SSL.CAPath })},
 
 	{"appManager.driver", "APP_MANAGER_DRIVER", false, unsupported(func(c *Config) *string { return &c.AppManagerDriver },
@@ -141,13 +148,13 @@ var options = []option{
 	{"cache.driver", "CACHE_DRIVER", false, unsupported(func(c *Config) *string { return &c.CacheDriver },
 		[]string{"memory"}, "redis")},
 	{"channelLimits.cacheTtl", "CHANNEL_CACHE_TTL", false, func(c *Config, v any) (err error) {
-		c.ChannelCacheTTL, err = toSeconds(v)
+		c.ChannelCacheTTL, err = toCacheTTL(v)
 		return
 	}},
 
-	{"cluster.hostname", "CLUSTER_HOST", true, func(c *Config, v any) (err error) { c.Cluster.Host, err = toIP(v, false); return }},
+	{"cluster.hostname", "CLUSTER_HOST", true, func(c *Config, v any) (err error) { c.Cluster.Host, err = toIPv4(v, false); return }},
 	{"cluster.port", "CLUSTER_PORT", true, port(func(c *Config) *int { return &c.Cluster.Port }, false)},
-	{"cluster.prefix", "CLUSTER_PREFIX", true, str(func(c *Config) *string { return &c.Cluster.Prefix })},
+	{"cluster.prefix", "CLUSTER_PREFIX", true, printableName(func(c *Config) *string { return &c.Cluster.Prefix }, maxClusterNameLen)},
 	{"cluster.helloInterval", "CLUSTER_KEEPALIVE_INTERVAL", true,
 		positiveMillis(func(c *Config) *time.Duration { return &c.Cluster.KeepaliveInterval })},
 	{"cluster.checkInterval", "CLUSTER_CHECK_INTERVAL", true,
@@ -158,11 +165,11 @@ var options = []option{
 		positiveMillis(func(c *Config) *time.Duration { return &c.Cluster.MasterTimeout })},
 	{"cluster.ignoreProcess", "CLUSTER_IGNORE_PROCESS", true, boolean(func(c *Config) *bool { return &c.Cluster.IgnoreProcess })},
 	{"cluster.broadcast", "CLUSTER_BROADCAST_ADDRESS", true,
-		func(c *Config, v any) (err error) { c.Cluster.BroadcastAddress, err = toIP(v, false); return }},
+		func(c *Config, v any) (err error) { c.Cluster.BroadcastAddress, err = toIPv4(v, false); return }},
 	{"cluster.multicast", "CLUSTER_MULTICAST_ADDRESS", true, func(c *Config, v any) error {
-		s, err := toIP(v, true)
+		s, err := toIPv4(v, true)
 		if err == nil && s != "" && !isMulticast(s) {
-			err = configError("want a multicast group address (224.0.0.0/4)")
+			err = configError("want an IPv4 multicast group address (224.0.0.0/4)")
 		}
 		c.Cluster.MulticastAddress = s
 		return err
@@ -178,9 +185,15 @@ var options = []option{
 		}
 		return
 	}},
-	{"cluster.nodeId", "CLUSTER_NODE_ID", true, str(func(c *Config) *string { return &c.Cluster.NodeID })},
-	{"cluster.advertiseAddress", "CLUSTER_ADVERTISE_ADDRESS", true,
-		func(c *Config, v any) (err error) { c.Cluster.AdvertiseAddress, err = toIP(v, true); return }},
+	{"cluster.nodeId", "CLUSTER_NODE_ID", true, printableName(func(c *Config) *string { return &c.Cluster.NodeID }, maxNodeIDLen)},
+	{"cluster.advertiseAddress", "CLUSTER_ADVERTISE_ADDRESS", true, func(c *Config, v any) error {
+		s, err := toIPv4(v, true)
+		if err == nil && s != "" && net.ParseIP(s).IsUnspecified() {
+			err = configError("want a specific IPv4 address that peers can reach, not " + s)
+		}
+		c.Cluster.AdvertiseAddress = s
+		return err
+	}},
 	{"cluster.gossipPort", "CLUSTER_GOSSIP_PORT", true, port(func(c *Config) *int { return &c.Cluster.GossipPort }, true)},
 	{"cluster.raftPort", "CLUSTER_RAFT_PORT", true, port(func(c *Config) *int { return &c.Cluster.RaftPort }, true)},
 	{"cluster.key", "CLUSTER_KEY", true, func(c *Config, v any) (err error) { c.Cluster.SecretKey, err = toKey(v); return }},
@@ -197,7 +210,14 @@ var options = []option{
 	{"metrics.driver", "METRICS_DRIVER", false, choice(func(c *Config) *string { return &c.Metrics.Driver }, "prometheus")},
 	{"metrics.host", "METRICS_HOST", false, func(c *Config, v any) (err error) { c.Metrics.Host, err = toHost(v); return }},
 	{"metrics.port", "METRICS_SERVER_PORT", false, port(func(c *Config) *int { return &c.Metrics.Port }, false)},
-	{"metrics.prometheus.prefix", "METRICS_PROMETHEUS_PREFIX", false, str(func(c *Config) *string { return &c.Metrics.Prefix })},
+	{"metrics.prometheus.prefix", "METRICS_PROMETHEUS_PREFIX", false, func(c *Config, v any) error {
+		s, err := toString(v)
+		if err == nil && s != "" && !metricPrefix.MatchString(s) {
+			err = configError("want letters, digits, _ and : only, not starting with a digit (a Prometheus metric name prefix, like soketi_)")
+		}
+		c.Metrics.Prefix = s
+		return err
+	}},
 
 	{"channelLimits.maxNameLength", "CHANNEL_LIMITS_MAX_NAME_LENGTH", false,
 		positiveInt(func(c *Config) *int { return &c.Limits.MaxChannelNameLength })},
@@ -227,4 +247,25 @@ var options = []option{
 func isMulticast(s string) bool {
 	ip := net.ParseIP(s)
 	return ip != nil && ip.IsMulticast()
+}
+
+// metricPrefix is what a Prometheus metric name may start with.
+var metricPrefix = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+
+// The gossip layer's bounds on names carried in every beacon.
+const (
+	maxClusterNameLen = 64
+	maxNodeIDLen      = 128
+)
+
+// printableName accepts up to max bytes of printable text ("" keeps the default).
+func printableName(dst func(*Config) *string, max int) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		s, err := toString(v)
+		if err == nil && (len(s) > max || !printable(s)) {
+			err = configError(fmt.Sprintf("want at most %d bytes of printable text", max))
+		}
+		*dst(c) = s
+		return err
+	}
 }
