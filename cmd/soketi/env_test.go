@@ -76,6 +76,7 @@ func badValues(fx envFixtures) []badValue {
 		{name: "SOKETI_DEFAULT_APP_SECRET", value: "app-secret\n", want: "want printable text", secret: true},
 		{name: "SOKETI_DEFAULT_APP_MAX_CONNS", value: "many", want: "want a whole number, -1 or 0 for no limit"},
 		{name: "SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", value: "perhaps", want: "want true or false"},
+		{name: "SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT", value: "often", want: "want true or false"},
 		{name: "SOKETI_DEFAULT_APP_ENABLED", value: "maybe", want: "want true or false"},
 		{name: "SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC", value: "fast", want: limit},
 		{name: "SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC", value: "2.5", want: limit},

@@ -84,7 +84,7 @@ func checkSecret(s string) error {
 }
 
 var webhookTypes = []string{pusher.WebhookChannelOccupied, pusher.WebhookChannelVacated, pusher.WebhookMemberAdded,
-	pusher.WebhookMemberRemoved, pusher.WebhookClientEvent, pusher.WebhookCacheMiss}
+	pusher.WebhookMemberRemoved, pusher.WebhookClientEvent, pusher.WebhookCacheMiss, pusher.WebhookSubscriptionCount}
 
 func checkWebhooks(hooks []pusher.Webhook) error {
 	for i, h := range hooks {

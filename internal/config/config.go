@@ -291,6 +291,7 @@ var defaultAppEnv = []struct {
 	{"SOKETI_DEFAULT_APP_SECRET", "secret", appString(checkSecret)},
 	{"SOKETI_DEFAULT_APP_MAX_CONNS", "maxConnections", appLimit("-1 or 0 for no limit")},
 	{"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "enableClientMessages", appBool},
+	{"SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT", "enableSubscriptionCount", appBool},
 	{"SOKETI_DEFAULT_APP_ENABLED", "enabled", appBool},
 	{"SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC", "maxBackendEventsPerSecond", appLimit("-1 for no limit")},
 	{"SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC", "maxClientEventsPerSecond", appLimit("-1 for no limit")},

@@ -35,27 +35,28 @@ func TestLoad_Defaults(t *testing.T) {
 
 func TestLoad_Environment(t *testing.T) {
 	c, err := Load("", env(map[string]string{
-		"SOKETI_PORT":                               "7001",
-		"SOKETI_DEFAULT_APP_ID":                     "123",
-		"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES": "true",
-		"SOKETI_DEFAULT_APP_MAX_CONNS":              "5",
-		"SOKETI_DEFAULT_APP_WEBHOOKS":               `[{"url":"http://127.0.0.1:3001","event_types":["channel_occupied"]}]`,
-		"ADAPTER_DRIVER":                            "cluster",
-		"SOKETI_RATE_LIMITER_DRIVER":                "cluster",
-		"CLUSTER_UNICAST_ADDRESSES":                 `["198.18.0.2","198.18.0.3:11002","soketi-2.soketi"]`,
-		"CLUSTER_NODE_TIMEOUT":                      "3000",
-		"CLUSTER_REAP_DELAY":                        "1500",
-		"SOKETI_CLUSTER_PORT":                       "12000",
-		"CLUSTER_PORT":                              "13000", // the SOKETI_ name wins
-		"SOKETI_PRESENCE_MAX_MEMBERS":               "7",
-		"SOKETI_EVENT_MAX_SIZE_IN_KB":               "0.5",
-		"SOKETI_SHUTDOWN_GRACE_PERIOD":              "100",
+		"SOKETI_PORT":                                  "7001",
+		"SOKETI_DEFAULT_APP_ID":                        "123",
+		"SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES":    "true",
+		"SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT": "true",
+		"SOKETI_DEFAULT_APP_MAX_CONNS":                 "5",
+		"SOKETI_DEFAULT_APP_WEBHOOKS":                  `[{"url":"http://127.0.0.1:3001","event_types":["channel_occupied"]}]`,
+		"ADAPTER_DRIVER":                               "cluster",
+		"SOKETI_RATE_LIMITER_DRIVER":                   "cluster",
+		"CLUSTER_UNICAST_ADDRESSES":                    `["198.18.0.2","198.18.0.3:11002","soketi-2.soketi"]`,
+		"CLUSTER_NODE_TIMEOUT":                         "3000",
+		"CLUSTER_REAP_DELAY":                           "1500",
+		"SOKETI_CLUSTER_PORT":                          "12000",
+		"CLUSTER_PORT":                                 "13000", // the SOKETI_ name wins
+		"SOKETI_PRESENCE_MAX_MEMBERS":                  "7",
+		"SOKETI_EVENT_MAX_SIZE_IN_KB":                  "0.5",
+		"SOKETI_SHUTDOWN_GRACE_PERIOD":                 "100",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := c.Apps[0]
-	if c.Port != 7001 || a.ID != "123" || !a.EnableClientMessages || a.MaxConnections != 5 || len(a.Webhooks) != 1 {
+	if c.Port != 7001 || a.ID != "123" || !a.EnableClientMessages || !a.EnableSubscriptionCount || a.MaxConnections != 5 || len(a.Webhooks) != 1 {
 		t.Fatalf("env not applied: %+v %+v", c, a)
 	}
 	if c.AdapterDriver != "cluster" || c.RateLimiterDriver != "cluster" || c.Cluster.Port != 12000 ||

@@ -415,3 +415,34 @@ func (n *Node) Trigger(t testing.TB, channel, event, data string) {
 		t.Fatalf("trigger on node %d: %d %v", n.Index, code, body)
 	}
 }
+
+// SignIn signs the connection in with userData (signed user data JSON) and
+// waits for signin_success.
+func (c *Client) SignIn(userData string) {
+	c.T.Helper()
+	c.Send(map[string]any{"event": "pusher:signin", "data": map[string]any{"user_data": userData,
+		"auth": App.Key + ":" + pusher.Sign(App.Secret, c.SocketID+"::user::"+userData)}})
+	c.Expect("pusher:signin_success")
+}
+
+// ExpectWatchlist waits for pusher_internal:watchlist_events and returns
+// its events as name ("online", "offline") → user ids.
+func (c *Client) ExpectWatchlist() map[string][]string {
+	c.T.Helper()
+	m := c.Expect("pusher_internal:watchlist_events")
+	var d struct {
+		Events []struct {
+			Name    string   `json:"name"`
+			UserIDs []string `json:"user_ids"`
+		} `json:"events"`
+	}
+	s, _ := m["data"].(string)
+	if err := json.Unmarshal([]byte(s), &d); err != nil {
+		c.T.Fatalf("watchlist_events data %q: %v", s, err)
+	}
+	out := map[string][]string{}
+	for _, e := range d.Events {
+		out[e.Name] = append(out[e.Name], e.UserIDs...)
+	}
+	return out
+}

@@ -66,10 +66,11 @@ type Adapter struct {
 	countsMu sync.Mutex
 	counts   map[string]nodeCounts // peer → its latest per-app socket counts
 
-	queries *queries
-	retry   *retryQueue
-	view    *memberView
-	batch   *batcher // group commit of presence and occupancy writes
+	queries   *queries
+	subcounts *subCounts // other nodes' subscription counts (subcounts.go)
+	retry     *retryQueue
+	view      *memberView
+	batch     *batcher // group commit of presence and occupancy writes
 
 	// sendFailures counts messages other nodes did not get (back-pressure,
 	// an unknown peer); they are logged at most once per logevery.Interval.
@@ -111,6 +112,7 @@ func New(cfg Config, local *pusher.LocalAdapter, replica Replica, streams Stream
 		counts: map[string]nodeCounts{},
 	}
 	a.queries = newQueries(a)
+	a.subcounts = newSubCounts()
 	a.retry = newRetryQueue(a)
 	a.view = newMemberView(local)
 	a.batch = newBatcher(defaultBatchLimits)
@@ -153,6 +155,7 @@ func (a *Adapter) SetPeers(alive, lingering []string) {
 		}
 	}
 	a.countsMu.Unlock()
+	a.peersChanged(peers)
 }
 
 func (a *Adapter) alivePeers() []string {
@@ -173,6 +176,7 @@ func (a *Adapter) Run(ctx context.Context) {
 	go a.retry.run(ctx)
 	go a.sendHooks(ctx)
 	go a.antiEntropy(ctx)
+	go a.reportCounts(ctx)
 	t := time.NewTicker(a.cfg.CountsInterval)
 	defer t.Stop()
 	for {
@@ -196,15 +200,6 @@ func (a *Adapter) AddSocket(ctx context.Context, c *pusher.Conn) error {
 	}
 	return a.local.AddSocket(ctx, c)
 }
-
-// RemoveSocket forgets a local connection.
-func (a *Adapter) RemoveSocket(c *pusher.Conn) {
-	a.view.forget(c, "", "")
-	a.local.RemoveSocket(c)
-}
-
-// SignIn records a local user; user messages are sent to every node.
-func (a *Adapter) SignIn(c *pusher.Conn, userID string) { a.local.SignIn(c, userID) }
 
 // Publish delivers locally and sends the frame to every other alive node,
 // which delivers it to its own subscribers, if any.
@@ -351,7 +346,11 @@ type control struct {
 	Apps  map[string]int `json:"apps,omitempty"`
 	Query *query         `json:"q,omitempty"`
 	Reply *reply         `json:"r,omitempty"`
+	// Counts is a subscription count report (subcounts.go).
+	Counts []channelCount `json:"s,omitempty"`
 }
+
+const ctlSubCounts = "subcounts"
 
 func (a *Adapter) control(from string, payload []byte) {
 	var c control
@@ -373,6 +372,8 @@ func (a *Adapter) control(from string, payload []byte) {
 		if c.Reply != nil {
 			a.queries.resolve(from, *c.Reply)
 		}
+	case ctlSubCounts:
+		a.receiveCounts(from, c.Counts)
 	case ctlLeaseAsk, ctlLeaseGrant:
 		if l := a.leases.Load(); l != nil {
 			l.control(from, c.Type, payload)

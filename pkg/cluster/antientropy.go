@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/soketi-go/soketi/pkg/consensus"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -39,7 +40,7 @@ func (a *Adapter) repair() int {
 	members, occupied := fsm.NodeEntries(a.cfg.NodeID)
 	n := 0
 	for _, m := range members {
-		if !a.local.HasLocalMember(m.App, m.Channel, m.Member.UserID) {
+		if !a.hasLocal(m.App, m.Channel, m.Member.UserID) {
 			a.retry.member(m.App, m.Channel, pusher.Member(m.Member))
 			n++
 		}
@@ -71,6 +72,16 @@ func (a *Adapter) repair() int {
 		for _, m := range ch.Members {
 			if !mine[k][m.Key()] {
 				a.retry.member(ch.App, ch.Channel, m)
+				n++
+			}
+		}
+	}
+	for app, users := range a.local.SignedInUsers() {
+		k := chanKey{app, consensus.OnlineChannel}
+		for _, id := range users {
+			m := onlineMember(id)
+			if !mine[k][string(m.UserID)] {
+				a.retry.member(app, consensus.OnlineChannel, m)
 				n++
 			}
 		}

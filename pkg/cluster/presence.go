@@ -30,6 +30,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 	if err != nil {
 		return res, err
 	}
+	a.localCountChanged(app, channel)
 	out := pusher.JoinResult{}
 	if m != nil {
 		if res.MemberAdded {
@@ -80,6 +81,7 @@ func (a *Adapter) Unsubscribe(ctx context.Context, c *pusher.Conn, channel strin
 		return res, err
 	}
 	app := c.App
+	a.localCountChanged(app, channel)
 	a.view.forget(c, app.ID, channel)
 	if m := res.RemovedMember; m != nil {
 		a.view.localLeft(app.ID, channel, *m)
@@ -148,7 +150,14 @@ func (a *Adapter) OnApply(r consensus.Result) {
 	if r.Status != consensus.StatusApplied {
 		return
 	}
-	if r.Member != nil && r.App != "" {
+	if r.Member != nil && r.App != "" && r.Channel == consensus.OnlineChannel {
+		switch {
+		case r.Type == consensus.CmdPresenceJoin && r.MemberAdded:
+			a.userStatus(r.App, *r.Member, true)
+		case r.Type == consensus.CmdPresenceLeave && r.MemberRemoved:
+			a.userStatus(r.App, *r.Member, false)
+		}
+	} else if r.Member != nil && r.App != "" {
 		switch {
 		case r.Type == consensus.CmdPresenceJoin && r.MemberAdded:
 			a.view.added(r.App, r.Channel, *r.Member, r.Index)
@@ -159,6 +168,17 @@ func (a *Adapter) OnApply(r consensus.Result) {
 		}
 	}
 	for _, rm := range r.Removed {
+		if rm.Channel == consensus.OnlineChannel {
+			// A purge of this node's own entries (a false death) while the
+			// user is still signed in here: re-added at once, and its
+			// watchers here are not told it left.
+			if a.hasLocal(rm.App, rm.Channel, rm.Member.UserID) {
+				a.retry.member(rm.App, rm.Channel, pusher.Member(rm.Member))
+			} else {
+				a.userStatus(rm.App, rm.Member, false)
+			}
+			continue
+		}
 		if a.view.removed(rm.App, rm.Channel, rm.Member, r.Index) {
 			a.retry.member(rm.App, rm.Channel, pusher.Member(rm.Member))
 		}
@@ -170,6 +190,7 @@ func (a *Adapter) OnApply(r consensus.Result) {
 // the leave that undoes a join whose outcome was unknown and which can still
 // commit after this (a ghost otherwise); each resyncs from local truth.
 func (a *Adapter) Reannounce(ctx context.Context) {
+	a.reannounceUsers(ctx)
 	for _, ch := range a.local.LocalChannels() {
 		if ctx.Err() != nil {
 			return

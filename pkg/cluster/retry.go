@@ -119,7 +119,7 @@ func (q *retryQueue) pass(ctx context.Context) {
 	for i, it := range members {
 		var cmd consensus.Command = consensus.PresenceLeave{App: it.app, Channel: it.channel,
 			UserID: it.member.UserID, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation}
-		if a.local.HasLocalMember(it.app, it.channel, it.member.UserID) {
+		if a.hasLocal(it.app, it.channel, it.member.UserID) {
 			cmd = consensus.PresenceJoin{App: it.app, Channel: it.channel, UserID: it.member.UserID,
 				UserInfo: it.member.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation}
 		}

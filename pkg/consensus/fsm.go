@@ -50,6 +50,12 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// OnlineChannel is the reserved presence channel whose members are the
+// users with a signed-in connection (watchlists). No client can subscribe
+// to a "#" name, so it never meets a real channel; it has no per-channel
+// member cap (MaxEntries still bounds it) and no webhooks.
+const OnlineChannel = "#online-users"
+
 // ChannelStat is the cluster-wide view of one channel.
 type ChannelStat struct {
 	Nodes int `json:"nodes"` // nodes with at least one local subscriber
@@ -279,6 +285,9 @@ func (f *FSM) join(c PresenceJoin, res *Result) {
 	limit := f.limits.MaxMembersPerChannel
 	if c.MaxMembers > 0 {
 		limit = min(limit, c.MaxMembers)
+	}
+	if c.Channel == OnlineChannel {
+		limit = f.limits.MaxEntries
 	}
 	switch {
 	case m == nil && ch != nil && len(ch.members) >= limit:

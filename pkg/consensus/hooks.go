@@ -65,6 +65,9 @@ func (f *FSM) recordHooks(res *Result, seq int) int {
 		return seq
 	}
 	add := func(event, app, channel string, user json.RawMessage) {
+		if channel == OnlineChannel {
+			return // sign-ins have no webhooks
+		}
 		f.st.hooks = append(f.st.hooks, Hook{Index: res.Index, Seq: seq, Event: event, App: app, Channel: channel, UserID: user})
 		seq++
 	}

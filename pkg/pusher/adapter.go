@@ -16,14 +16,20 @@ type Adapter interface {
 	// quota atomically; it returns ErrOverQuota when the quota is full.
 	AddSocket(ctx context.Context, c *Conn) error
 	// RemoveSocket forgets a connection; its channels must already be left.
-	RemoveSocket(c *Conn)
+	// It reports the user who went offline with it, if any.
+	RemoveSocket(c *Conn) UserChange
 
 	// Subscribe adds c to channel (idempotent). member is non-nil for presence channels.
 	Subscribe(ctx context.Context, c *Conn, channel string, member *Member) (JoinResult, error)
 	// Unsubscribe removes c from channel.
 	Unsubscribe(ctx context.Context, c *Conn, channel string) (LeaveResult, error)
-	// SignIn records that c is authenticated as user.
-	SignIn(c *Conn, userID string)
+	// SignIn records that c is authenticated as user, and reports who went
+	// online (the user's first connection) or offline (c was the last
+	// connection of the user it was signed in as before).
+	SignIn(ctx context.Context, c *Conn, userID string) UserChange
+	// OnlineUsers returns those of ids (at most a watchlist's length) that
+	// have a signed-in connection, on any node.
+	OnlineUsers(ctx context.Context, appID string, ids []string) ([]string, error)
 
 	// Publish delivers f to every subscriber of channel on every node, except
 	// the socket exceptSocketID. It returns the number of local deliveries.
@@ -112,10 +118,26 @@ type Transition struct {
 	ID string
 }
 
+// UserChange is a change of users' online state caused by a sign-in or a
+// closed connection: watchers of those users get watchlist events.
+type UserChange struct {
+	Online, Offline string // user ids; "" for none
+	// Announced: the adapter tells the watchers on every node itself
+	// (Handler.UserStatus), once the change is decided cluster-wide.
+	Announced bool
+}
+
 // Handler is how an adapter reports transitions back to the server, which
 // then tells the channel's subscribers on every node and sends the webhooks.
 type Handler interface {
 	Announce(ctx context.Context, appID string, t Transition)
+	// UserStatus tells this node's watchers of userID that the user went
+	// online or offline. Every node calls it for every change, in the
+	// order the changes were decided; it does not block.
+	UserStatus(appID, userID string, online bool)
+	// SubscriptionCountChanged says another node's count of a channel
+	// changed (subcount.go); it does not block.
+	SubscriptionCountChanged(appID, channel string)
 	// StoreCache keeps f as the last event of a cache channel, published
 	// through another node.
 	StoreCache(appID, channel string, f Frame)

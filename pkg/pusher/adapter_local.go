@@ -69,22 +69,37 @@ func (a *LocalAdapter) AddSocket(_ context.Context, c *Conn) error {
 }
 
 // RemoveSocket forgets c and its user record.
-func (a *LocalAdapter) RemoveSocket(c *Conn) {
+func (a *LocalAdapter) RemoveSocket(c *Conn) UserChange {
 	n := a.ns(c.App.ID, false)
 	if n == nil {
-		return
+		return UserChange{}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.sockets, c.ID)
-	if uid := c.UserID(); uid != "" {
-		if set := n.users[uid]; set != nil {
-			delete(set, c)
-			if len(set) == 0 {
-				delete(n.users, uid)
-			}
-		}
+	var uc UserChange
+	if uid := c.UserID(); uid != "" && n.dropUser(uid, c) {
+		uc.Offline = uid
 	}
+	return uc
+}
+
+// dropUser removes c from uid's connections and reports whether it was
+// the last; n.mu is held.
+func (n *namespace) dropUser(uid string, c *Conn) bool {
+	set := n.users[uid]
+	if set == nil {
+		return false
+	}
+	if _, ok := set[c]; !ok {
+		return false
+	}
+	delete(set, c)
+	if len(set) == 0 {
+		delete(n.users, uid)
+		return true
+	}
+	return false
 }
 
 // Subscribe adds c to channel; presence members are counted per connection.
@@ -177,25 +192,77 @@ func (a *LocalAdapter) Unsubscribe(_ context.Context, c *Conn, channel string) (
 	return res, nil
 }
 
-// SignIn indexes c under userID for server-to-user messages and termination.
-func (a *LocalAdapter) SignIn(c *Conn, userID string) {
+// SignIn indexes c under userID for server-to-user messages, termination
+// and watchlists.
+func (a *LocalAdapter) SignIn(_ context.Context, c *Conn, userID string) UserChange {
 	n := a.ns(c.App.ID, true)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if prev := c.swapUserID(userID); prev != "" && prev != userID {
-		if set := n.users[prev]; set != nil {
-			delete(set, c)
-			if len(set) == 0 {
-				delete(n.users, prev)
-			}
-		}
+	var uc UserChange
+	if c.isClosed() {
+		// RemoveSocket ran (or waits for n.mu): recording the user now
+		// would leave it online for good.
+		return uc
+	}
+	if prev := c.swapUserID(userID); prev != "" && prev != userID && n.dropUser(prev, c) {
+		uc.Offline = prev
 	}
 	set := n.users[userID]
 	if set == nil {
 		set = map[*Conn]struct{}{}
 		n.users[userID] = set
+		uc.Online = userID
 	}
 	set[c] = struct{}{}
+	return uc
+}
+
+// OnlineUsers returns those of ids signed in on this process.
+func (a *LocalAdapter) OnlineUsers(_ context.Context, appID string, ids []string) ([]string, error) {
+	n := a.ns(appID, false)
+	if n == nil {
+		return nil, nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	var out []string
+	for _, id := range ids {
+		if len(n.users[id]) > 0 {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// IsSignedIn reports whether a local connection is signed in as userID.
+func (a *LocalAdapter) IsSignedIn(appID, userID string) bool {
+	n := a.ns(appID, false)
+	if n == nil {
+		return false
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.users[userID]) > 0
+}
+
+// SignedInUsers lists every user signed in on this process, by app, for a
+// cluster adapter re-announcing its state.
+func (a *LocalAdapter) SignedInUsers() map[string][]string {
+	a.mu.RLock()
+	nss := make(map[string]*namespace, len(a.nss))
+	for id, n := range a.nss {
+		nss[id] = n
+	}
+	a.mu.RUnlock()
+	out := map[string][]string{}
+	for id, n := range nss {
+		n.mu.RLock()
+		for uid := range n.users {
+			out[id] = append(out[id], uid)
+		}
+		n.mu.RUnlock()
+	}
+	return out
 }
 
 // Publish delivers f to the local subscribers of channel.
@@ -464,3 +531,26 @@ func (a *LocalAdapter) PublishWhere(appID, channel string, f Frame, keep func(c 
 	}
 	return sent
 }
+
+// SubscriptionCount is the channel's subscriptions in this process.
+func (a *LocalAdapter) SubscriptionCount(appID, channel string) int {
+	n := a.ns(appID, false)
+	if n == nil {
+		return 0
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if ch := n.channels[channel]; ch != nil {
+		return len(ch.subs)
+	}
+	return 0
+}
+
+// PublishLocal is Publish: this process is every node there is.
+func (a *LocalAdapter) PublishLocal(appID, channel string, f Frame) int {
+	n, _ := a.Publish(context.Background(), appID, channel, f, "")
+	return n
+}
+
+// SendsCountWebhooks: one process, so it sends them.
+func (a *LocalAdapter) SendsCountWebhooks() bool { return true }

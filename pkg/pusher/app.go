@@ -16,8 +16,11 @@ type App struct {
 	Key    string
 	Secret string
 
-	Enabled                  bool
-	EnableClientMessages     bool
+	Enabled              bool
+	EnableClientMessages bool
+	// EnableSubscriptionCount sends subscribers of non-presence channels
+	// their channel's count (subcount.go).
+	EnableSubscriptionCount  bool
 	EnableUserAuthentication bool
 
 	// Limits below zero disable the check; MaxConnections 0 also means unlimited
@@ -111,6 +114,7 @@ var (
 	fSecret            = appField{"secret", "AppSecret"}
 	fMaxConnections    = aliases("maxConnections", "max_connections")
 	fClientMessages    = aliases("enableClientMessages", "enable_client_messages")
+	fSubscriptionCount = aliases("enableSubscriptionCount", "enable_subscription_count")
 	fEnabled           = appField{"enabled", "Enabled"}
 	fBackendPerSec     = aliases("maxBackendEventsPerSecond", "max_backend_events_per_sec")
 	fClientPerSec      = aliases("maxClientEventsPerSecond", "max_client_events_per_sec")
@@ -163,6 +167,7 @@ func ParseApp(raw map[string]any, d AppLimits) (*App, error) {
 	str(fSecret, &a.Secret)
 	num(fMaxConnections, &a.MaxConnections)
 	flag(fClientMessages, &a.EnableClientMessages)
+	flag(fSubscriptionCount, &a.EnableSubscriptionCount)
 	flag(fEnabled, &a.Enabled)
 	num(fBackendPerSec, &a.MaxBackendEventsPerSecond)
 	num(fClientPerSec, &a.MaxClientEventsPerSecond)

@@ -109,6 +109,9 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 	if kind != KindPublic {
 		c.stopAuthTimer()
 	}
+	if s.counts != nil && CountsSubscriptions(app, channel) {
+		s.counts.changed(app.ID, channel, true)
+	}
 	if res.Occupied {
 		s.webhook(app, WebhookEvent{Name: WebhookChannelOccupied, Channel: channel, ID: eventID(res.ID, WebhookChannelOccupied)})
 	}
@@ -236,6 +239,9 @@ func (s *Server) leave(ctx context.Context, c *Conn, channel string) {
 		return
 	}
 	app := c.App
+	if s.counts != nil && res.WasSubscribed && CountsSubscriptions(app, channel) {
+		s.counts.changed(app.ID, channel, false)
+	}
 	if res.RemovedMember != nil {
 		if !res.Announced {
 			s.broadcast(ctx, app, channel, MemberRemovedJSON(channel, *res.RemovedMember), "")
@@ -293,7 +299,23 @@ func (s *Server) clientEvent(ctx context.Context, c *Conn, m *inbound) {
 	}
 }
 
-func (s *Server) signin(_ context.Context, c *Conn, m *inbound) {
+// maxSigninsPerSecond bounds a connection's sign-ins: each may change the
+// replicated online state and read its whole watchlist.
+const maxSigninsPerSecond = 1
+
+// errWatchlist refuses signed user data whose watchlist is not a list of
+// at most MaxWatchlistLength ids.
+var errWatchlist = &Error{4009, "The watchlist must be an array of at most 100 user ids."}
+
+func (s *Server) signin(ctx context.Context, c *Conn, m *inbound) {
+	c.mu.Lock()
+	allowed := c.signinWin.take(time.Now(), maxSigninsPerSecond)
+	c.mu.Unlock()
+	if !allowed {
+		s.opts.Metrics.Rejected("signin_rate")
+		c.sendJSON(errorJSON(&Error{4301, "The rate limit for sign-ins was exceeded."}, ""))
+		return
+	}
 	var d signinData
 	if m.object(&d) != nil {
 		s.opts.Metrics.Rejected("signin")
@@ -307,7 +329,8 @@ func (s *Server) signin(_ context.Context, c *Conn, m *inbound) {
 		return
 	}
 	var u struct {
-		ID any `json:"id"`
+		ID        any             `json:"id"`
+		Watchlist json.RawMessage `json:"watchlist"`
 	}
 	_ = json.Unmarshal([]byte(userData), &u)
 	var id string
@@ -322,10 +345,19 @@ func (s *Server) signin(_ context.Context, c *Conn, m *inbound) {
 		c.CloseWith(ErrSigninNoID)
 		return
 	}
-	s.opts.Adapter.SignIn(c, id)
+	watchlist, ok := parseWatchlist(u.Watchlist)
+	if !ok {
+		s.opts.Metrics.Rejected("signin_watchlist")
+		c.CloseWith(errWatchlist)
+		return
+	}
+	s.userChanged(c.App.ID, s.opts.Adapter.SignIn(ctx, c, id))
 	c.stopAuthTimer()
 	data, _ := json.Marshal(map[string]string{"user_data": userData, "auth": d.Auth})
 	c.sendJSON(EventJSON("pusher:signin_success", "", data, nil))
+	if err := s.watch.watch(ctx, c, watchlist, s.opts.Adapter); err != nil {
+		s.log.Warn("watchlist state unavailable", "app_id", c.App.ID, "err", err)
+	}
 }
 
 // broadcast frames payload once and hands it to the adapter for every node.

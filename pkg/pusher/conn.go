@@ -27,6 +27,7 @@ type Conn struct {
 	authTimer *time.Timer
 	closed    bool
 	clientWin window
+	signinWin window
 }
 
 // NewSocketID returns an id in Pusher's "digits.digits" form.
@@ -98,6 +99,13 @@ func (c *Conn) UserID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.userID
+}
+
+// isClosed reports whether the server has cleaned up after c (Closed).
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 func (c *Conn) swapUserID(id string) string {

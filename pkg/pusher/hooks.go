@@ -13,6 +13,9 @@ const (
 	WebhookMemberRemoved   = "member_removed"
 	WebhookClientEvent     = "client_event"
 	WebhookCacheMiss       = "cache_miss"
+	// WebhookSubscriptionCount carries a channel's new count, for apps
+	// with subscription counts (subcount.go).
+	WebhookSubscriptionCount = "subscription_count"
 )
 
 // WebhookEvent is one entry of a webhook payload's "events" array.
@@ -23,6 +26,8 @@ type WebhookEvent struct {
 	Data     json.RawMessage `json:"data,omitempty"`
 	SocketID string          `json:"socket_id,omitempty"`
 	UserID   json.RawMessage `json:"user_id,omitempty"`
+	// SubscriptionCount is set on subscription_count events.
+	SubscriptionCount *int `json:"subscription_count,omitempty"`
 	// ID identifies the transition that caused the event, the same on every
 	// node (a Raft log index in a cluster); empty for events of one node.
 	ID string `json:"-"`

@@ -51,6 +51,8 @@ type Server struct {
 	log     *slog.Logger
 	closing atomic.Bool
 	cache   *eventCache
+	watch   *watchers        // connections by the users on their watchlists
+	counts  *subCounts       // nil when the adapter cannot count (subcount.go)
 	clock   func() time.Time // request signatures' timestamp window; tests set it
 
 	connsMu sync.Mutex
@@ -113,6 +115,7 @@ func New(opts Options) *Server {
 		opts:      opts,
 		log:       opts.Logger.With("component", "pusher"),
 		cache:     newEventCache(opts.MaxCacheEntries),
+		watch:     newWatchers(),
 		clock:     time.Now,
 		conns:     map[*Conn]struct{}{},
 		drained:   make(chan struct{}),
@@ -120,6 +123,10 @@ func New(opts Options) *Server {
 	}
 	if hs, ok := opts.Adapter.(HandlerSetter); ok {
 		hs.SetHandler(s)
+	}
+	if sc, ok := opts.Adapter.(SubscriptionCounter); ok {
+		s.counts = newSubCounts(sc)
+		go s.countsLoop()
 	}
 	go s.sweep()
 	return s
@@ -149,6 +156,24 @@ func (s *Server) Announce(ctx context.Context, appID string, t Transition) {
 	}
 	if t.Vacated {
 		s.webhook(app, WebhookEvent{Name: WebhookChannelVacated, Channel: t.Channel, ID: eventID(t.ID, "channel_vacated")})
+	}
+}
+
+// UserStatus tells this node's watchers of a change decided by the adapter.
+func (s *Server) UserStatus(appID, userID string, online bool) {
+	s.watch.notify(appID, userID, online)
+}
+
+// userChanged tells the watchers of a change the adapter did not announce.
+func (s *Server) userChanged(appID string, uc UserChange) {
+	if uc.Announced {
+		return
+	}
+	if uc.Offline != "" {
+		s.watch.notify(appID, uc.Offline, false)
+	}
+	if uc.Online != "" {
+		s.watch.notify(appID, uc.Online, true)
 	}
 }
 
@@ -321,7 +346,8 @@ func (s *Server) Closed(c *Conn) {
 	for _, ch := range c.Channels() {
 		s.leave(ctx, c, ch)
 	}
-	s.opts.Adapter.RemoveSocket(c)
+	s.watch.unwatch(c)
+	s.userChanged(c.App.ID, s.opts.Adapter.RemoveSocket(c))
 	s.opts.Metrics.ConnectionClosed(c.App.ID)
 	s.connsMu.Lock()
 	delete(s.conns, c)

@@ -73,6 +73,8 @@ type wireEvent struct {
 	Data     string `json:"data,omitempty"`
 	SocketID string `json:"socket_id,omitempty"`
 	UserID   string `json:"user_id,omitempty"`
+	// SubscriptionCount is a number, as Pusher's subscription_count sends it.
+	SubscriptionCount *int `json:"subscription_count,omitempty"`
 }
 
 type wirePayload struct {
@@ -102,7 +104,7 @@ func encode(p payload) ([]byte, error) {
 	w := wirePayload{TimeMS: p.TimeMS, Events: make([]wireEvent, len(p.Events))}
 	for i, e := range p.Events {
 		w.Events[i] = wireEvent{Name: e.Name, Channel: e.Channel, Event: e.Event,
-			Data: asString(e.Data), SocketID: e.SocketID, UserID: asString(e.UserID)}
+			Data: asString(e.Data), SocketID: e.SocketID, UserID: asString(e.UserID), SubscriptionCount: e.SubscriptionCount}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

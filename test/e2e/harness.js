@@ -61,9 +61,10 @@ function freePort() {
 // startServer runs a fresh soketi on free ports and resolves once GET /ready
 // answers 200. `env` adds SOKETI_* variables; `config` (dot-path keys) is
 // written to a file passed with --config.
-async function startServer({ env = {}, config } = {}) {
-  const port = await freePort();
-  const metricsPort = await freePort();
+// `host` (a loopback address) and `port`/`metricsPort` pick where it listens.
+async function startServer({ env = {}, config, host = '127.0.0.1', port: wantPort, metricsPort: wantMetrics } = {}) {
+  const port = wantPort || await freePort();
+  const metricsPort = wantMetrics || await freePort();
   const dir = fs.mkdtempSync(path.join(tmpRoot, 'server-'));
   const args = ['start'];
   if (config) {
@@ -77,9 +78,9 @@ async function startServer({ env = {}, config } = {}) {
     cwd: dir, // no stray .env file gets loaded
     env: {
       ...baseEnv,
-      SOKETI_HOST: '127.0.0.1',
+      SOKETI_HOST: host,
       SOKETI_PORT: String(port),
-      SOKETI_METRICS_HOST: '127.0.0.1',
+      SOKETI_METRICS_HOST: host,
       SOKETI_METRICS_SERVER_PORT: String(metricsPort),
       SOKETI_SHUTDOWN_GRACE_PERIOD: '500',
       // scripts/test.sh runs the suite on each WebSocket transport.
@@ -94,12 +95,13 @@ async function startServer({ env = {}, config } = {}) {
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
 
   const server = {
+    host,
     port,
     metricsPort,
     proc,
     exited,
     logs: () => logs,
-    url: (p = '') => `http://127.0.0.1:${port}${p}`,
+    url: (p = '') => `http://${host}:${port}${p}`,
     signal: (sig) => proc.kill(sig),
     // stop asks for a graceful exit, then kills after 5 s.
     async stop() {
@@ -113,7 +115,7 @@ async function startServer({ env = {}, config } = {}) {
   };
   servers.add(server);
 
-  const deadline = Date.now() + 10000;
+  const deadline = Date.now() + (env.ADAPTER_DRIVER === 'cluster' ? 30000 : 10000);
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`soketi exited early (code ${proc.exitCode}):\n${logs}`);
     try {
@@ -122,11 +124,49 @@ async function startServer({ env = {}, config } = {}) {
     } catch { /* not listening yet */ }
     if (Date.now() > deadline) {
       await server.stop();
-      throw new Error(`soketi did not become ready within 10 s:\n${logs}`);
+      throw new Error(`soketi did not become ready in time:\n${logs}`);
     }
     await sleep(50);
   }
   return server;
+}
+
+// freeOn resolves with a port free for TCP on every host (gossip also needs
+// UDP on it; a clash there fails the start, which the caller sees).
+async function freeOn(hosts) {
+  for (let tries = 0; tries < 50; tries++) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const ok = await Promise.all(hosts.map((h) => new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', () => resolve(false));
+      srv.listen(port, h, () => srv.close(() => resolve(true)));
+    })));
+    if (ok.every(Boolean)) return port;
+  }
+  throw new Error('no free port on the cluster addresses');
+}
+
+// startCluster runs n nodes of the real binary with the cluster adapter,
+// each on its own loopback address of one /24 unique to this run, found by
+// unicast beacons and secured with a key, and resolves once all are ready.
+async function startCluster(n, { env = {} } = {}) {
+  const net24 = `127.${100 + Math.floor(Math.random() * 100)}.${10 + Math.floor(Math.random() * 200)}`;
+  const hosts = Array.from({ length: n }, (_, i) => `${net24}.${i + 1}`);
+  const [port, metricsPort, discovery, gossip, raft] = [
+    await freeOn(hosts), await freeOn(hosts), await freeOn(hosts), await freeOn(hosts), await freeOn(hosts)];
+  const key = Buffer.from('e2e-cluster-key-of-32-bytes-ok!!').toString('base64');
+  return Promise.all(hosts.map((host, i) => startServer({
+    host, port, metricsPort,
+    env: {
+      ADAPTER_DRIVER: 'cluster', CLUSTER_NODE_ID: `node-${i + 1}`, CLUSTER_KEY: key, CLUSTER_PREFIX: 'e2e',
+      CLUSTER_HOST: host, CLUSTER_ADVERTISE_ADDRESS: host, CLUSTER_PORT: String(discovery),
+      CLUSTER_GOSSIP_PORT: String(gossip), CLUSTER_RAFT_PORT: String(raft),
+      CLUSTER_UNICAST_ADDRESSES: JSON.stringify(hosts), CLUSTER_EXPECTED_SERVERS: String(n),
+      CLUSTER_DATA_DIR: fs.mkdtempSync(path.join(tmpRoot, `data-${i + 1}-`)),
+      ...env,
+    },
+  })));
 }
 
 // ---------------------------------------------------------------- clients
@@ -135,7 +175,7 @@ async function startServer({ env = {}, config } = {}) {
 function backend(server, app = APP, extra = {}) {
   return new PusherServer({
     appId: app.id, key: app.key, secret: app.secret,
-    host: '127.0.0.1', port: String(server.port), useTLS: false, ...extra,
+    host: server.host, port: String(server.port), useTLS: false, ...extra,
   });
 }
 
@@ -149,7 +189,7 @@ function connect(server, opts = {}) {
   const wrong = backend(server, { ...app, secret: 'wrong-secret' });
   const client = new PusherClient(app.key, {
     cluster: 'mt1',
-    wsHost: '127.0.0.1',
+    wsHost: server.host,
     wsPort: server.port,
     forceTLS: false,
     enabledTransports: ['ws'],
@@ -261,7 +301,7 @@ function pusherError(client, ms = WAIT_MS) {
 // rawConnect opens a plain WebSocket to /app/{key} and records every frame.
 // `established` resolves with the socket id; `closed` with {code, reason}.
 function rawConnect(server, key = APP.key) {
-  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/app/${key}?protocol=7&client=js&version=8.6.0`);
+  const ws = new WebSocket(`ws://${server.host}:${server.port}/app/${key}?protocol=7&client=js&version=8.6.0`);
   const frames = [];
   const waiters = new Set();
   let closeInfo = null;
@@ -387,6 +427,6 @@ function cleanupHooks() {
 
 module.exports = {
   APP, WAIT_MS, QUIET_MS,
-  startServer, backend, connect, connected, subscribe, once, message, never, pusherError,
+  startServer, startCluster, backend, connect, connected, subscribe, once, message, never, pusherError,
   rawConnect, eventually, api, within, sleep, cleanupHooks, PusherClient, PusherServer,
 };
