@@ -172,7 +172,7 @@ func startCluster(t *testing.T) []*node {
 			"CLUSTER_GOSSIP_PORT": strconv.Itoa(ports[2]), "CLUSTER_RAFT_PORT": strconv.Itoa(ports[3]),
 			"CLUSTER_UNICAST_ADDRESSES": string(unicast), "CLUSTER_EXPECTED_SERVERS": "3",
 			"CLUSTER_NODE_TIMEOUT": strconv.Itoa(int(nodeTimeout / time.Millisecond)),
-			"CLUSTER_DATA_DIR": filepath.Join(dir, n.id), "CLUSTER_PREFIX": "browser-test",
+			"CLUSTER_DATA_DIR":     filepath.Join(dir, n.id), "CLUSTER_PREFIX": "browser-test",
 		}
 		n.cmd = exec.Command(bin, "start")
 		n.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
