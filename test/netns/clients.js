@@ -22,6 +22,8 @@
 //   unsubscribe    {id, channel}
 //   client_event   {id, channel, event, data}
 //   members        {id, channel}                   pusher-js's view: {count, me, members}
+//   signin         {id, user, timeout_ms}  pusher-js's signin() as user (signed
+//                  user data, e.g. {id, watchlist}); resolves on signin_success
 //   disconnect     {id}
 //   trigger        {host, port, channel, event, data, socket_id, timeout_ms}
 //                  through the pusher SDK: {status}
@@ -119,7 +121,7 @@ const ops = {
   async connect({ id, host, port, quiet = false, timeout_ms: ms = DEFAULT_TIMEOUT_MS }) {
     if (clients.has(id)) throw new Error(`client ${id} exists`);
     const signer = backend(host, port);
-    const c = { users: new Map() };
+    const c = { users: new Map(), user: null };
     c.pusher = new PusherClient(APP.key, {
       cluster: 'mt1',
       wsHost: host,
@@ -131,6 +133,15 @@ const ops = {
         customHandler: (params, cb) => {
           try {
             cb(null, signer.authorizeChannel(params.socketId, params.channelName, c.users.get(params.channelName)));
+          } catch (err) {
+            cb(err, null);
+          }
+        },
+      },
+      userAuthentication: {
+        customHandler: (params, cb) => {
+          try {
+            cb(null, signer.authenticateUser(params.socketId, c.user));
           } catch (err) {
             cb(err, null);
           }
@@ -218,6 +229,15 @@ const ops = {
     const members = {};
     ch.members.each((m) => { members[m.id] = m.info; });
     return { count: ch.members.count, me: ch.members.me && ch.members.me.id, members };
+  },
+
+  async signin({ id, user, timeout_ms: ms = DEFAULT_TIMEOUT_MS }) {
+    const c = client(id);
+    c.user = user;
+    const done = waitFor(c, ms, 'pusher:signin_success',
+      (m) => (m.event === 'pusher:signin_success' ? {} : undefined));
+    c.pusher.signin();
+    return done;
   },
 
   async disconnect({ id }) {

@@ -210,6 +210,12 @@ func (c *clients) unsubscribe(id, channel string) {
 	c.do(map[string]any{"op": "unsubscribe", "id": id, "channel": channel})
 }
 
+// signin signs client id in as user (its signed user data: id, watchlist).
+func (c *clients) signin(id string, user map[string]any) {
+	c.t.Helper()
+	c.do(map[string]any{"op": "signin", "id": id, "user": user})
+}
+
 func (c *clients) disconnect(id string) {
 	c.t.Helper()
 	c.do(map[string]any{"op": "disconnect", "id": id})
@@ -309,6 +315,45 @@ func appEvent(id, channel, name, data string) func(event) bool {
 		}
 		var s string
 		return json.Unmarshal(ev.Data, &s) == nil && s == data
+	}
+}
+
+// watchlistEvent matches pusher_internal:watchlist_events to client id
+// with an event name ("online", "offline") listing exactly ids.
+func watchlistEvent(id, name string, ids ...string) func(event) bool {
+	want, _ := json.Marshal(ids)
+	return func(ev event) bool {
+		if ev.ID != id || ev.Event != "pusher_internal:watchlist_events" {
+			return false
+		}
+		var d struct {
+			Events []struct {
+				Name    string          `json:"name"`
+				UserIDs json.RawMessage `json:"user_ids"`
+			} `json:"events"`
+		}
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return false
+		}
+		for _, e := range d.Events {
+			if e.Name == name && string(e.UserIDs) == string(want) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// countEvent matches pusher_internal:subscription_count n on channel for client id.
+func countEvent(id, channel string, n int) func(event) bool {
+	return func(ev event) bool {
+		if ev.ID != id || ev.Channel != channel || ev.Event != "pusher_internal:subscription_count" {
+			return false
+		}
+		var d struct {
+			N *int `json:"subscription_count"`
+		}
+		return json.Unmarshal(ev.Data, &d) == nil && d.N != nil && *d.N == n
 	}
 }
 
