@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -101,11 +100,12 @@ func loadNodeID(c config.Cluster) (string, error) {
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	id := host + "-" + hex.EncodeToString(suffix[:])
+	// Unwritable is the operator's to fix: exit 2 naming the variable.
 	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
-		return "", fmt.Errorf("invalid CLUSTER_DATA_DIR=%q: %w", c.DataDir, err)
+		return "", &config.Error{Name: "CLUSTER_DATA_DIR", Value: c.DataDir, Msg: err.Error()}
 	}
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
-		return "", fmt.Errorf("invalid CLUSTER_DATA_DIR=%q: %w", c.DataDir, err)
+		return "", &config.Error{Name: "CLUSTER_DATA_DIR", Value: c.DataDir, Msg: err.Error()}
 	}
 	return id, nil
 }

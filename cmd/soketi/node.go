@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -39,7 +38,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	if cfg.Metrics.Enabled {
 		m, err := metrics.New(metrics.Config{Prefix: cfg.Metrics.Prefix, Port: cfg.Port})
 		if err != nil {
-			return nil, fmt.Errorf("invalid SOKETI_METRICS_PREFIX: %w", err)
+			return nil, &config.Error{Name: "SOKETI_METRICS_PROMETHEUS_PREFIX", Value: cfg.Metrics.Prefix, Msg: err.Error()}
 		}
 		n.metrics = m
 	}
