@@ -65,6 +65,7 @@ type Stats struct {
 	Keys      int    // keys tracked now
 	Rejected  uint64 // consumes refused
 	Evictions uint64 // live keys dropped at the key cap
+	Fallbacks uint64 // consumes decided locally because Redis failed (Redis driver)
 }
 
 // NewLocal returns an empty Local limiter.

@@ -365,7 +365,7 @@ func (s *Server) getChannel(w http.ResponseWriter, r *http.Request) {
 		out["user_count"] = ci.UserCount
 	}
 	if info["cache"] && IsCacheChannel(channel) {
-		if f := s.cache.get(app.ID, channel); f != nil {
+		if f := s.cachedEvent(r.Context(), app.ID, channel); f != nil {
 			out["cache"] = json.RawMessage(framePayload(f))
 		}
 	}
@@ -574,8 +574,8 @@ func (s *Server) publishEvent(ctx context.Context, app *App, e *eventRequest, ch
 			n, err = s.opts.Adapter.SendToUser(ctx, app.ID, user, f)
 		} else {
 			if IsCacheChannel(ch) {
-				s.cache.put(app.ID, ch, f, s.opts.ChannelCacheTTL)
-				if cs, ok := s.opts.Adapter.(CacheSharer); ok {
+				s.storeEvent(ctx, app.ID, ch, f)
+				if cs, ok := s.opts.Adapter.(CacheSharer); ok && !s.cache.Shared() {
 					cs.ShareCache(ctx, app.ID, ch, f)
 				}
 			}

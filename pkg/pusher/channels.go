@@ -133,7 +133,7 @@ func (s *Server) subscribe(ctx context.Context, c *Conn, m *inbound) {
 	}
 
 	if IsCacheChannel(channel) {
-		if cached := s.cache.get(app.ID, channel); cached != nil {
+		if cached := s.cachedEvent(ctx, app.ID, channel); cached != nil {
 			c.Send(cached)
 			s.opts.Metrics.FramesSent(app.ID, 1, len(cached))
 		} else {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/logevery"
 )
 
 // Options configures a Server. Zero values get soketi's defaults.
@@ -31,6 +33,9 @@ type Options struct {
 	MaxQueuedBytes  int           // per connection, 1 MiB
 	ChannelCacheTTL time.Duration // 1 h
 	MaxCacheEntries int           // cache channels remembered, 100,000
+	// ChannelCache keeps cache channels' last events; nil: this process's
+	// memory, bounded by MaxCacheEntries.
+	ChannelCache ChannelCache
 
 	// HTTP side.
 	PathPrefix         string
@@ -50,7 +55,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	closing atomic.Bool
-	cache   *eventCache
+	cache   ChannelCache
 	watch   *watchers        // connections by the users on their watchlists
 	counts  *subCounts       // nil when the adapter cannot count (subcount.go)
 	clock   func() time.Time // request signatures' timestamp window; tests set it
@@ -61,6 +66,8 @@ type Server struct {
 
 	stopSweep chan struct{}
 	stopOnce  sync.Once
+
+	cacheLog logevery.Limiter // channel cache failures
 }
 
 // New returns a Server; call Close to stop its background sweeper.
@@ -111,10 +118,13 @@ func New(opts Options) *Server {
 		opts.CORSHeaders = []string{"Origin", "Content-Type", "X-Auth-Token", "X-Requested-With", "Accept",
 			"Authorization", "X-CSRF-TOKEN", "XSRF-TOKEN", "X-Socket-Id"}
 	}
+	if opts.ChannelCache == nil {
+		opts.ChannelCache = newMemoryCache(opts.MaxCacheEntries)
+	}
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger.With("component", "pusher"),
-		cache:     newEventCache(opts.MaxCacheEntries),
+		cache:     opts.ChannelCache,
 		watch:     newWatchers(),
 		clock:     time.Now,
 		conns:     map[*Conn]struct{}{},
@@ -254,7 +264,9 @@ func (s *Server) sweep() {
 			return
 		case now := <-t.C:
 			s.checkActivity(now)
-			s.cache.expire(now)
+			if m, ok := s.cache.(*memoryCache); ok {
+				m.expire(now)
+			}
 		}
 	}
 }
@@ -412,10 +424,11 @@ func eventID(transition, name string) string {
 	return transition + "/" + name
 }
 
-// StoreCache keeps the last event of a cache channel published on another node.
+// StoreCache keeps the last event of a cache channel published on another
+// node. A shared cache has it already.
 func (s *Server) StoreCache(appID, channel string, f Frame) {
-	if IsCacheChannel(channel) {
-		s.cache.put(appID, channel, f, s.opts.ChannelCacheTTL)
+	if IsCacheChannel(channel) && !s.cache.Shared() {
+		s.storeEvent(context.Background(), appID, channel, f)
 	}
 }
 
