@@ -4,28 +4,31 @@
 # load tool against all of them with -urls and -server-pid, and stops
 # everything on exit. The whole run is bounded by -t.
 #
-#   bench/cluster.sh [-n 3] [-t 300] [-netns] [-keep-logs] [-- bench flags...]
+#   bench/cluster.sh [-n 3] [-t 300] [-netns] [-redis] [-keep-logs] [-- bench flags...]
 #
 # Loopback mode (default): node i listens on 127.0.0.i, WebSocket/API port
 # 620i, metrics port 960i, discovery by unicast to every node's address.
 # -netns (root): each node in its own network namespace on a bridge in
 # 198.18.x.0/24 (broadcast discovery, as on a LAN), port 6001 everywhere.
 # -n 1 starts one node with the local adapter, for single-node comparison.
+# -redis (loopback only) runs the nodes with ADAPTER_DRIVER=redis against a
+# fresh redis-server on 127.0.0.1:16379, whose CPU is counted with theirs.
 #
 # SOKETI_BIN and BENCH_BIN name prebuilt binaries; otherwise both are built.
 # Further environment (e.g. SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC) is
 # passed to the nodes.
 set -euo pipefail
 
-nodes=3 limit=300 netns=false keep=false
+nodes=3 limit=300 netns=false keep=false redis=false
 while (($#)); do
 	case $1 in
 	-n) nodes=$2; shift 2 ;;
 	-t) limit=$2; shift 2 ;;
 	-netns) netns=true; shift ;;
+	-redis) redis=true; shift ;;
 	-keep-logs) keep=true; shift ;;
 	--) shift; break ;;
-	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) break ;;
 	esac
 done
@@ -82,6 +85,15 @@ fi
 
 adapter=cluster
 ((nodes == 1)) && adapter=local
+redis_pid=""
+if [[ $redis == true ]]; then
+	[[ $netns == false ]] || { echo "cluster.sh: -redis runs on loopback only" >&2; exit 2; }
+	adapter=redis
+	redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
+	redis_pid=$!
+	pids+=("$redis_pid")
+	disown "$redis_pid"
+fi
 
 hosts=() ports=() unicast=""
 if [[ $netns == true ]]; then
@@ -130,7 +142,7 @@ for i in $(seq "$nodes"); do
 	env=(
 		SOKETI_HOST="$h" SOKETI_PORT="${ports[i - 1]}"
 		SOKETI_METRICS_HOST="$h" SOKETI_METRICS_SERVER_PORT=$((9600 + i))
-		ADAPTER_DRIVER=$adapter
+		ADAPTER_DRIVER=$adapter SOKETI_DB_REDIS_PORT=16379
 		CLUSTER_HOST="$h" CLUSTER_ADVERTISE_ADDRESS="$h" CLUSTER_NODE_ID="node$i"
 		CLUSTER_EXPECTED_SERVERS="$nodes" CLUSTER_DATA_DIR="$work/data$i"
 		SOKETI_SHUTDOWN_GRACE_PERIOD="${SOKETI_SHUTDOWN_GRACE_PERIOD:-500}"
@@ -157,6 +169,10 @@ ready() {
 			curl -fsS -m 1 "$url/" >/dev/null 2>&1 || return 1
 			continue
 		fi
+		if [[ $adapter == redis ]]; then
+			curl -fsS -m 1 "$url/ready" >/dev/null 2>&1 || return 1
+			continue
+		fi
 		# The whole view is on the metrics port (a keyed node's public
 		# /cluster shows a summary only).
 		curl -fsS -m 1 "http://${hosts[i - 1]}:$((9600 + i))/cluster" 2>/dev/null |
@@ -180,10 +196,12 @@ until ready; do
 done
 echo "cluster.sh: $nodes node(s) ready in $((SECONDS - started))s (adapter $adapter): ${hosts[*]}" >&2
 
-urls="" pidlist=""
+urls="" pidlist="$redis_pid"
+nodepids=("${pids[@]}")
+[[ -n $redis_pid ]] && nodepids=("${pids[@]:1}")
 for i in $(seq "$nodes"); do
 	urls+="${urls:+,}ws://${hosts[i - 1]}:${ports[i - 1]}"
-	pidlist+="${pidlist:+,}${pids[i - 1]}"
+	pidlist+="${pidlist:+,}${nodepids[i - 1]}"
 done
 left=$(remaining)
 ((left > 5)) || { echo "cluster.sh: no time left for the run" >&2; exit 1; }

@@ -31,7 +31,10 @@ type badValue struct {
 // exemptFromBadValues lists the README's variables that no value of makes
 // start-up fail, each with the reason.
 var exemptFromBadValues = map[string]string{
-	"GOGC": "read by the Go runtime, not by config.Load: the runtime takes any value it cannot parse as its default, 100",
+	"GOGC":                              "read by the Go runtime, not by config.Load: the runtime takes any value it cannot parse as its default, 100",
+	"SOKETI_DB_REDIS_USERNAME":          "any text is a user name; a wrong one is Redis's to refuse, at connection time",
+	"SOKETI_DB_REDIS_PASSWORD":          "any text is a password; a wrong one is Redis's to refuse, at connection time",
+	"SOKETI_DB_REDIS_SENTINEL_PASSWORD": "any text is a password; a wrong one is the Sentinels' to refuse",
 }
 
 // envFixtures are what the bad values refer to: free ports and files.
@@ -110,11 +113,26 @@ func badValues(fx envFixtures) []badValue {
 		{name: "SOKETI_QUEUE_DRIVER", value: "redis", want: "use sync"},
 		{name: "SOKETI_QUEUE_DRIVER", value: "sqs", want: "use sync"},
 		{name: "SOKETI_QUEUE_DRIVER", value: "bull", want: "want one of sync"},
-		{name: "SOKETI_CACHE_DRIVER", value: "redis", want: "use memory"},
+		{name: "SOKETI_CACHE_DRIVER", value: "memcached", want: "want one of memory, redis"},
 
-		{name: "ADAPTER_DRIVER", value: "nats", want: "use local or cluster"},
+		{name: "ADAPTER_DRIVER", value: "nats", want: "use local or cluster or redis"},
+		{name: "SOKETI_DB_REDIS_HOST", value: "redis host", want: "want a host name or address"},
+		{name: "SOKETI_DB_REDIS_HOST", value: "rediss://cache:99999", want: "the port in"},
+		{name: "SOKETI_DB_REDIS_PORT", value: "0", want: "want a port number 1-65535"},
+		{name: "SOKETI_DB_REDIS_DB", value: "-1", want: "want a database number"},
+		{name: "SOKETI_DB_REDIS_KEY_PREFIX", value: "a\x01", want: "printable text"},
+		{name: "SOKETI_DB_REDIS_TLS", value: "perhaps", want: "want true or false"},
+		{name: "SOKETI_DB_REDIS_SENTINELS", value: `[{"host":"s1"}]`, want: "want a JSON array of"},
+		{name: "SOKETI_DB_REDIS_SENTINELS", value: "s1:26379", want: "want a JSON array of"},
+		{name: "SOKETI_DB_REDIS_INSTANCE_NAME", value: strings.Repeat("m", 300), want: "printable text"},
+		{name: "SOKETI_DB_REDIS_CLUSTER_NODES", value: `["n1"]`, want: "want a JSON array of"},
+		{name: "SOKETI_ADAPTER_REDIS_PREFIX", value: "p\n", want: "printable text"},
+		{name: "SOKETI_ADAPTER_REDIS_CLUSTER_MODE", value: "sometimes", want: "want true or false"},
+		{name: "SOKETI_RATE_LIMITER_REDIS_CLUSTER_MODE", value: "sometimes", want: "want true or false"},
+		{name: "SOKETI_CACHE_REDIS_CLUSTER_MODE", value: "sometimes", want: "want true or false"},
+		{name: "SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT", value: "0", want: "want a positive number of milliseconds"},
 		{name: "ADAPTER_DRIVER", value: "kafka", want: "want one of local, cluster"},
-		{name: "RATE_LIMITER_DRIVER", value: "redis", want: "use local or cluster"},
+		{name: "RATE_LIMITER_DRIVER", value: "memcached", want: "want one of local, cluster, redis"},
 		{name: "CLUSTER_HOST", value: "::1", want: "want an IPv4 address"},
 		{name: "CLUSTER_HOST", value: "localhost", want: "want an IPv4 address"},
 		{name: "CLUSTER_PORT", value: "0", want: "want a port number 1-65535"},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/soketi-go/soketi/internal/config"
 	"github.com/soketi-go/soketi/pkg/cluster"
@@ -15,6 +16,8 @@ import (
 	"github.com/soketi-go/soketi/pkg/limiter"
 	"github.com/soketi-go/soketi/pkg/metrics"
 	"github.com/soketi-go/soketi/pkg/pusher"
+	"github.com/soketi-go/soketi/pkg/redisadapter"
+	"github.com/soketi-go/soketi/pkg/rediscache"
 	"github.com/soketi-go/soketi/pkg/webhook"
 	"github.com/soketi-go/soketi/pkg/wstransport"
 )
@@ -27,6 +30,8 @@ type node struct {
 	handler        http.Handler
 	metricsHandler http.Handler
 	cluster        *cluster.Node
+	redis          *redisadapter.Adapter   // with ADAPTER_DRIVER=redis
+	redisClients   []redis.UniversalClient // of every Redis driver, closed last
 	webhooks       *webhook.Sender
 	metrics        *metrics.Metrics    // nil when metrics are disabled
 	pages          []*clusterpage.Page // the live cluster pages, one per port
@@ -66,12 +71,37 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		n.cluster = cl
 		adapter = cl.Adapter()
 	}
+	if cfg.AdapterDriver == "redis" {
+		ra, rdb, err := startRedisAdapter(context.WithoutCancel(ctx), cfg, local, logger)
+		if err != nil {
+			if n.eventLoop != nil {
+				n.eventLoop.Stop()
+			}
+			return nil, err
+		}
+		n.redis = ra
+		n.redisClients = append(n.redisClients, rdb)
+		adapter = ra
+	}
 	n.webhooks = webhook.New(webhook.Config{
 		Batching:    cfg.WebhooksBatching,
 		BatchWindow: cfg.WebhooksBatchingDuration,
 		Logger:      logger,
 	})
-	lim := newLimiter(cfg, n.cluster, logger)
+	lim, err := n.newLimiter(cfg, logger)
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	var cache pusher.ChannelCache // nil: this process's memory
+	if cfg.CacheDriver == "redis" {
+		rdb, err := n.openRedis(cfg, cfg.CacheRedisClusterMode)
+		if err != nil {
+			n.close()
+			return nil, err
+		}
+		cache = rediscache.New(rediscache.Options{KeyPrefix: cfg.Redis.KeyPrefix}, rdb)
+	}
 	var m pusher.Metrics // a nil *metrics.Metrics must not become a non-nil interface
 	if n.metrics != nil {
 		m = n.metrics
@@ -87,6 +117,11 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		// a node that a merge could still wipe.
 		ready = n.cluster.Ready
 	}
+	if n.redis != nil {
+		// Not ready while Redis is away: the node serves the sockets it
+		// has, and a load balancer sends new ones elsewhere.
+		ready = n.redis.Ready
+	}
 	n.server = pusher.New(pusher.Options{
 		Apps:                      apps,
 		Adapter:                   adapter,
@@ -97,6 +132,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		WebSocket:                 ws,
 		UserAuthenticationTimeout: cfg.UserAuthenticationTimeout,
 		ChannelCacheTTL:           cfg.ChannelCacheTTL,
+		ChannelCache:              cache,
 		PathPrefix:                cfg.PathPrefix,
 		RequestLimitBytes:         int64(cfg.RequestLimitInMB * 1024 * 1024),
 		CORSOrigin:                cfg.CORS.Origin,
@@ -171,16 +207,32 @@ type rateLimiter interface {
 
 // newLimiter returns the rate limiter for the HTTP API: with
 // RATE_LIMITER_DRIVER=cluster and the cluster adapter, an app's limits hold
-// for the whole cluster (leases from the Raft leader); otherwise each node
-// limits on its own.
-func newLimiter(cfg *config.Config, cl *cluster.Node, logger *slog.Logger) rateLimiter {
-	if cfg.RateLimiterDriver == "cluster" {
-		if cl != nil {
-			return cl.RateLimiter(limiter.ClusterOptions{Logger: logger})
+// for the whole cluster (leases from the Raft leader); with redis, for
+// every node sharing the Redis; otherwise each node limits on its own.
+func (n *node) newLimiter(cfg *config.Config, logger *slog.Logger) (rateLimiter, error) {
+	switch cfg.RateLimiterDriver {
+	case "cluster":
+		if n.cluster != nil {
+			return n.cluster.RateLimiter(limiter.ClusterOptions{Logger: logger}), nil
 		}
 		logger.Warn("RATE_LIMITER_DRIVER=cluster needs ADAPTER_DRIVER=cluster; limiting on this node only")
+	case "redis":
+		rdb, err := n.openRedis(cfg, cfg.RateLimiterRedisClusterMode)
+		if err != nil {
+			return nil, err
+		}
+		return limiter.NewRedis(limiter.RedisOptions{KeyPrefix: cfg.Redis.KeyPrefix, Logger: logger}, rdb), nil
 	}
-	return limiter.NewLocal(limiter.Options{})
+	return limiter.NewLocal(limiter.Options{}), nil
+}
+
+// openRedis opens a Redis driver's connection, closed with the node.
+func (n *node) openRedis(cfg *config.Config, cluster bool) (redis.UniversalClient, error) {
+	rdb, err := openRedis(cfg, cluster)
+	if err == nil {
+		n.redisClients = append(n.redisClients, rdb)
+	}
+	return rdb, err
 }
 
 // shutdown tells every client to reconnect elsewhere (4200) and keeps the
@@ -221,9 +273,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// close stops everything the node started; newNode calls it on a
+// failure half way, before the server exists.
 func (n *node) close() {
 	n.closePages()
-	n.server.Close()
+	if n.server != nil {
+		n.server.Close()
+	}
 	if n.eventLoop != nil {
 		n.eventLoop.Stop()
 	}
@@ -233,6 +289,12 @@ func (n *node) close() {
 	_ = n.webhooks.Close(ctx)
 	if n.cluster != nil {
 		n.cluster.Close()
+	}
+	if n.redis != nil {
+		n.redis.Close()
+	}
+	for _, c := range n.redisClients {
+		_ = c.Close()
 	}
 }
 

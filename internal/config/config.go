@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -42,12 +43,20 @@ type Config struct {
 	Apps             []*pusher.App
 	Limits           pusher.AppLimits
 
-	AdapterDriver          string // local or cluster
+	AdapterDriver          string // local, cluster or redis
 	ClusterRequestsTimeout time.Duration
-	RateLimiterDriver      string // local or cluster
+	RateLimiterDriver      string // local, cluster or redis
 	QueueDriver            string // sync
-	CacheDriver            string // memory
+	CacheDriver            string // memory or redis
 	ChannelCacheTTL        time.Duration
+
+	// Redis is the server every Redis driver uses (SOKETI_DB_REDIS_*).
+	Redis        Redis
+	AdapterRedis AdapterRedis
+	// RateLimiterRedisClusterMode and CacheRedisClusterMode use Redis
+	// Cluster (Redis.ClusterNodes) for those drivers.
+	RateLimiterRedisClusterMode bool
+	CacheRedisClusterMode       bool
 
 	Cluster Cluster
 	Metrics Metrics
@@ -55,6 +64,36 @@ type Config struct {
 
 	WebhooksBatching         bool
 	WebhooksBatchingDuration time.Duration
+}
+
+// Redis is soketi's database.redis: one server, a Sentinel group
+// (Sentinels set) or, for a driver in cluster mode, Redis Cluster nodes.
+type Redis struct {
+	Host      string
+	Port      int
+	DB        int
+	Username  string
+	Password  string
+	KeyPrefix string // prepended to every key this server writes
+	// TLS: SOKETI_DB_REDIS_TLS, database.redis.tls, or a rediss:// host.
+	TLS              bool
+	Sentinels        []HostPort
+	SentinelPassword string
+	InstanceName     string // the Sentinel master name
+	ClusterNodes     []HostPort
+}
+
+// HostPort is one entry of SOKETI_DB_REDIS_SENTINELS or _CLUSTER_NODES.
+type HostPort struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+}
+
+// AdapterRedis configures the Redis adapter (SOKETI_ADAPTER_REDIS_*).
+type AdapterRedis struct {
+	Prefix          string // pub/sub channel prefix: "<prefix>#redis-adapter"
+	ClusterMode     bool
+	RequestsTimeout time.Duration
 }
 
 // SSL holds the TLS files of the main server; TLS is on when a cert or key is set.
@@ -149,6 +188,8 @@ func Default() *Config {
 		RateLimiterDriver:            "local",
 		QueueDriver:                  "sync",
 		CacheDriver:                  "memory",
+		Redis:                        Redis{Host: "127.0.0.1", Port: 6379, InstanceName: "mymaster"},
+		AdapterRedis:                 AdapterRedis{RequestsTimeout: 5 * time.Second},
 		ChannelCacheTTL:              time.Hour,
 		Cluster: Cluster{
 			Host: "0.0.0.0", Port: DefaultDiscoveryPort, GossipPort: DefaultGossipPort, RaftPort: DefaultClusterPort,
@@ -645,4 +686,48 @@ func toKey(v any) ([]byte, error) {
 		return nil, fmt.Errorf("want a base64-encoded key of 16, 24 or 32 bytes")
 	}
 	return k, nil
+}
+
+// toHostPorts reads soketi's JSON array of {host, port} (also "host:port"
+// strings), as SOKETI_DB_REDIS_SENTINELS and _CLUSTER_NODES take.
+func toHostPorts(v any) ([]HostPort, error) {
+	const want = `want a JSON array of {"host":...,"port":...}, like [{"host":"10.0.0.2","port":26379}]`
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		if strings.TrimSpace(x) == "" {
+			return nil, nil
+		}
+		return nil, configError(want)
+	case []any:
+		out := make([]HostPort, 0, len(x))
+		for _, item := range x {
+			var hp HostPort
+			switch e := item.(type) {
+			case map[string]any:
+				h, _ := e["host"].(string)
+				p, err := toPort(e["port"], false)
+				if h == "" || err != nil {
+					return nil, configError(want)
+				}
+				hp = HostPort{Host: h, Port: p}
+			case string:
+				h, ps, err := net.SplitHostPort(e)
+				if err != nil || h == "" {
+					return nil, configError(want)
+				}
+				p, err := toPort(ps, false)
+				if err != nil {
+					return nil, configError(want)
+				}
+				hp = HostPort{Host: h, Port: p}
+			default:
+				return nil, configError(want)
+			}
+			out = append(out, hp)
+		}
+		return out, nil
+	}
+	return nil, configError(want)
 }

@@ -72,7 +72,7 @@ func TestLoad_Environment(t *testing.T) {
 func TestLoad_InvalidValuesNameTheVariable(t *testing.T) {
 	for name, val := range map[string]string{
 		"SOKETI_PORT":                 "70000",
-		"ADAPTER_DRIVER":              "redis",
+		"ADAPTER_DRIVER":              "nats",
 		"SOKETI_ADAPTER_DRIVER":       "bogus",
 		"CLUSTER_UNICAST_ADDRESSES":   "10.0.0.1,10.0.0.2",
 		"CLUSTER_MULTICAST_ADDRESS":   "10.0.0.1",

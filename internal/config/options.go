@@ -78,8 +78,8 @@ func (e configError) Error() string { return string(e) }
 
 const errPositive = configError("want a positive number")
 
-// unsupported rejects soketi drivers that need a third-party service, which this
-// server deliberately does without.
+// unsupported rejects soketi drivers this server does not have, naming the
+// ones it has.
 func unsupported(dst func(*Config) *string, supported []string, external ...string) func(*Config, any) error {
 	return func(c *Config, v any) error {
 		s, err := toString(v)
@@ -88,7 +88,7 @@ func unsupported(dst func(*Config) *string, supported []string, external ...stri
 		}
 		for _, e := range external {
 			if s == e {
-				return configError("driver " + s + " is not available in this server (it needs no external service); use " + strings.Join(supported, " or "))
+				return configError("driver " + s + " is not available in this server; use " + strings.Join(supported, " or "))
 			}
 		}
 		*dst(c), err = oneOf(s, supported...)
@@ -138,15 +138,77 @@ var options = []option{
 		[]string{"array"}, "mysql", "postgres", "dynamodb")},
 
 	{"adapter.driver", "ADAPTER_DRIVER", true, unsupported(func(c *Config) *string { return &c.AdapterDriver },
-		[]string{"local", "cluster"}, "redis", "nats")},
+		[]string{"local", "cluster", "redis"}, "nats")},
+	{"adapter.redis.prefix", "ADAPTER_REDIS_PREFIX", false, printableName(func(c *Config) *string { return &c.AdapterRedis.Prefix }, 256)},
+	{"adapter.redis.clusterMode", "ADAPTER_REDIS_CLUSTER_MODE", false, boolean(func(c *Config) *bool { return &c.AdapterRedis.ClusterMode })},
+	{"adapter.redis.requestsTimeout", "ADAPTER_REDIS_REQUESTS_TIMEOUT", false,
+		positiveMillis(func(c *Config) *time.Duration { return &c.AdapterRedis.RequestsTimeout })},
 	{"adapter.cluster.requestsTimeout", "ADAPTER_CLUSTER_REQUESTS_TIMEOUT", true,
 		positiveMillis(func(c *Config) *time.Duration { return &c.ClusterRequestsTimeout })},
-	{"rateLimiter.driver", "RATE_LIMITER_DRIVER", true, unsupported(func(c *Config) *string { return &c.RateLimiterDriver },
-		[]string{"local", "cluster"}, "redis")},
+	{"rateLimiter.driver", "RATE_LIMITER_DRIVER", true, choice(func(c *Config) *string { return &c.RateLimiterDriver },
+		"local", "cluster", "redis")},
+	{"rateLimiter.redis.clusterMode", "RATE_LIMITER_REDIS_CLUSTER_MODE", false,
+		boolean(func(c *Config) *bool { return &c.RateLimiterRedisClusterMode })},
 	{"queue.driver", "QUEUE_DRIVER", false, unsupported(func(c *Config) *string { return &c.QueueDriver },
 		[]string{"sync"}, "redis", "sqs")},
-	{"cache.driver", "CACHE_DRIVER", false, unsupported(func(c *Config) *string { return &c.CacheDriver },
-		[]string{"memory"}, "redis")},
+	{"cache.driver", "CACHE_DRIVER", false, choice(func(c *Config) *string { return &c.CacheDriver }, "memory", "redis")},
+	{"cache.redis.clusterMode", "CACHE_REDIS_CLUSTER_MODE", false, boolean(func(c *Config) *bool { return &c.CacheRedisClusterMode })},
+
+	{"database.redis.host", "DB_REDIS_HOST", false, func(c *Config, v any) error {
+		s, err := toString(v)
+		if err != nil {
+			return err
+		}
+		// A rediss:// (or redis://) address carries the port and TLS.
+		if rest, ok := strings.CutPrefix(s, "rediss://"); ok {
+			c.Redis.TLS, s = true, rest
+		} else if rest, ok := strings.CutPrefix(s, "redis://"); ok {
+			s = rest
+		}
+		if h, p, splitErr := net.SplitHostPort(s); splitErr == nil {
+			n, perr := toPort(p, false)
+			if perr != nil {
+				return configError("the port in " + s + ": " + perr.Error())
+			}
+			s, c.Redis.Port = h, n
+		}
+		if s == "" || strings.ContainsAny(s, "/ ") {
+			return configError("want a host name or address, optionally rediss://host:port")
+		}
+		c.Redis.Host = s
+		return nil
+	}},
+	{"database.redis.port", "DB_REDIS_PORT", false, port(func(c *Config) *int { return &c.Redis.Port }, false)},
+	{"database.redis.db", "DB_REDIS_DB", false, func(c *Config, v any) error {
+		n, err := toInt(v)
+		if err == nil && (n < 0 || n > 1<<20) {
+			err = configError("want a database number, 0 or more")
+		}
+		c.Redis.DB = n
+		return err
+	}},
+	{"database.redis.username", "DB_REDIS_USERNAME", false, str(func(c *Config) *string { return &c.Redis.Username })},
+	{"database.redis.password", "DB_REDIS_PASSWORD", false, str(func(c *Config) *string { return &c.Redis.Password })},
+	{"database.redis.keyPrefix", "DB_REDIS_KEY_PREFIX", false, printableName(func(c *Config) *string { return &c.Redis.KeyPrefix }, 256)},
+	{"database.redis.tls", "DB_REDIS_TLS", false, func(c *Config, v any) error {
+		if _, ok := v.(map[string]any); ok { // ioredis's tls: {} turns it on
+			c.Redis.TLS = true
+			return nil
+		}
+		b, err := toBool(v)
+		c.Redis.TLS = c.Redis.TLS || b
+		return err
+	}},
+	{"database.redis.sentinels", "DB_REDIS_SENTINELS", false, func(c *Config, v any) (err error) {
+		c.Redis.Sentinels, err = toHostPorts(v)
+		return
+	}},
+	{"database.redis.sentinelPassword", "DB_REDIS_SENTINEL_PASSWORD", false, str(func(c *Config) *string { return &c.Redis.SentinelPassword })},
+	{"database.redis.name", "DB_REDIS_INSTANCE_NAME", false, printableName(func(c *Config) *string { return &c.Redis.InstanceName }, 256)},
+	{"database.redis.clusterNodes", "DB_REDIS_CLUSTER_NODES", false, func(c *Config, v any) (err error) {
+		c.Redis.ClusterNodes, err = toHostPorts(v)
+		return
+	}},
 	{"channelLimits.cacheTtl", "CHANNEL_CACHE_TTL", false, func(c *Config, v any) (err error) {
 		c.ChannelCacheTTL, err = toCacheTTL(v)
 		return

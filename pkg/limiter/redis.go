@@ -9,7 +9,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/soketi-go/soketi/internal/deadline"
 	"github.com/soketi-go/soketi/internal/logevery"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -116,9 +115,9 @@ func (r *Redis) redisKey(appID, key string) string {
 }
 
 func (r *Redis) consume(appID, key string, points, limit int) (pusher.LimitResult, error) {
-	v, err := deadline.Call(context.Background(), r.timeout, func(ctx context.Context) ([]int64, error) {
-		return consumeScript.Run(ctx, r.c, []string{r.redisKey(appID, key)}, points, Window.Milliseconds()).Int64Slice()
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	v, err := consumeScript.Run(ctx, r.c, []string{r.redisKey(appID, key)}, points, Window.Milliseconds()).Int64Slice()
 	if err != nil {
 		return pusher.LimitResult{}, err
 	}

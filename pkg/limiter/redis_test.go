@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/soketi-go/soketi/internal/testredis"
 	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -270,7 +268,10 @@ func TestRedis_StalledServerBoundedByTimeout(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: 5 * time.Second})
+	c, err := redisconn.Open(redisconn.Options{Addr: ln.Addr().String(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { c.Close() })
 	const timeout = 100 * time.Millisecond
 	r := NewRedis(RedisOptions{Timeout: timeout}, c)

@@ -366,7 +366,7 @@ func (s *Server) getChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	if info["cache"] && IsCacheChannel(channel) {
 		if f := s.cachedEvent(r.Context(), app.ID, channel); f != nil {
-			out["cache"] = json.RawMessage(framePayload(f))
+			out["cache"] = json.RawMessage(f.Payload())
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -613,16 +613,4 @@ func (s *Server) terminate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-}
-
-// framePayload strips the WebSocket header from a server frame.
-func framePayload(f Frame) []byte {
-	switch n := f[1] & 0x7F; {
-	case n < 126:
-		return f[2:]
-	case n == 126:
-		return f[4:]
-	default:
-		return f[10:]
-	}
 }

@@ -13,6 +13,18 @@ const (
 // masked, so one Frame is written unchanged to every recipient of a message.
 type Frame []byte
 
+// Payload is the frame without its WebSocket header: the message text.
+func (f Frame) Payload() []byte {
+	switch n := f[1] & 0x7F; {
+	case n < 126:
+		return f[2:]
+	case n == 126:
+		return f[4:]
+	default:
+		return f[10:]
+	}
+}
+
 // TextFrame frames payload as a single final text frame.
 func TextFrame(payload []byte) Frame { return buildFrame(opText, payload) }
 

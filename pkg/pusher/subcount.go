@@ -115,6 +115,11 @@ func (s *Server) sendCounts(now time.Time) {
 	webhooks := sc.counts.SendsCountWebhooks()
 	var later map[countKey]bool
 	for k, joined := range dirty {
+		// Another node's report names any channel: only counted ones go on.
+		app, err := s.opts.Apps.FindByID(context.Background(), k.app)
+		if err != nil || app == nil || !CountsSubscriptions(app, k.channel) {
+			continue
+		}
 		n := sc.counts.SubscriptionCount(k.app, k.channel)
 		sc.mu.Lock()
 		prev, known := sc.sent[k]
@@ -151,9 +156,7 @@ func (s *Server) sendCounts(now time.Time) {
 			sc.mu.Unlock()
 		}
 		if webhooks && (!known || prev.n != n) {
-			if app, err := s.opts.Apps.FindByID(context.Background(), k.app); err == nil && app != nil {
-				s.webhook(app, WebhookEvent{Name: WebhookSubscriptionCount, Channel: k.channel, SubscriptionCount: &n})
-			}
+			s.webhook(app, WebhookEvent{Name: WebhookSubscriptionCount, Channel: k.channel, SubscriptionCount: &n})
 		}
 	}
 	if len(later) > 0 {

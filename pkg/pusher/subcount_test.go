@@ -142,7 +142,11 @@ func (f *fakeCounter) take() []string {
 // countBusyEvery, its latest count when the wait ends.
 func TestSubscriptionCount_Rule(t *testing.T) {
 	fc := &fakeCounter{n: map[string]int{}, local: 1}
-	s := &Server{opts: Options{Metrics: nopMetrics{}}, counts: newSubCounts(fc)}
+	apps, err := NewStaticApps([]*App{testApp(func(a *App) { a.ID, a.EnableSubscriptionCount = "app", true })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{opts: Options{Metrics: nopMetrics{}, Apps: apps}, counts: newSubCounts(fc)}
 	now := time.Unix(1000, 0)
 	step := func(d time.Duration, want ...string) {
 		t.Helper()

@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/soketi-go/soketi/internal/config"
-	"github.com/soketi-go/soketi/internal/deadline"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -62,9 +61,9 @@ func (c *Cache) key(appID, channel string) string {
 func (c *Cache) Get(ctx context.Context, appID, channel string) (pusher.Frame, error) {
 	// GETRANGE reads at most one byte past the bound; a missing key reads
 	// as empty, and a stored event is never empty.
-	v, err := deadline.Call(ctx, c.timeout, func(ctx context.Context) ([]byte, error) {
-		return c.c.GetRange(ctx, c.key(appID, channel), 0, MaxEventBytes).Bytes()
-	})
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	v, err := c.c.GetRange(ctx, c.key(appID, channel), 0, MaxEventBytes).Bytes()
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("redis cache get: %w", err)
@@ -86,9 +85,9 @@ func (c *Cache) Put(ctx context.Context, appID, channel string, f pusher.Frame, 
 	if ttl <= 0 || ttl >= config.NeverExpires {
 		ttl = 0 // SET without PX
 	}
-	_, err := deadline.Call(ctx, c.timeout, func(ctx context.Context) (string, error) {
-		return c.c.Set(ctx, c.key(appID, channel), payload, ttl).Result()
-	})
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	err := c.c.Set(ctx, c.key(appID, channel), payload, ttl).Err()
 	if err != nil {
 		return fmt.Errorf("redis cache set: %w", err)
 	}

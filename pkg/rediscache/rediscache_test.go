@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/soketi-go/soketi/internal/config"
 	"github.com/soketi-go/soketi/internal/testredis"
 	"github.com/soketi-go/soketi/internal/testutil"
@@ -250,7 +248,10 @@ func TestCache_StalledServerBoundedByTimeout(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	rc := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: 5 * time.Second})
+	rc, err := redisconn.Open(redisconn.Options{Addr: ln.Addr().String(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { rc.Close() })
 	const timeout = 100 * time.Millisecond
 	c := New(Options{Timeout: timeout}, rc)

@@ -147,10 +147,57 @@ async function freeOn(hosts) {
   throw new Error('no free port on the cluster addresses');
 }
 
-// startCluster runs n nodes of the real binary with the cluster adapter,
-// each on its own loopback address of one /24 unique to this run, found by
-// unicast beacons and secured with a key, and resolves once all are ready.
-async function startCluster(n, { env = {} } = {}) {
+// startRedis runs Debian's redis-server on a free loopback port, without
+// persistence, and resolves with {host, port, stop} once it answers PING.
+// restart() kills it and starts an empty one on the same port.
+async function startRedis(port) {
+  port = port || await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  const redis = {
+    host: '127.0.0.1', port, proc,
+    async stop() {
+      servers.delete(redis);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+    async restart() {
+      await redis.stop();
+      return startRedis(port);
+    },
+  };
+  servers.add(redis);
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const pong = await new Promise((resolve) => {
+      const sock = net.connect(port, '127.0.0.1', () => sock.write('PING\r\n'));
+      sock.on('data', (b) => { sock.destroy(); resolve(String(b).startsWith('+PONG')); });
+      sock.on('error', () => resolve(false));
+    });
+    if (pong) return redis;
+    if (Date.now() > deadline) throw new Error('redis-server did not answer within 10 s');
+    await sleep(50);
+  }
+}
+
+// startCluster runs n nodes of the real binary with a distributed adapter,
+// each on its own loopback address of one /24 unique to this run, and
+// resolves once all are ready. adapter 'cluster': found by unicast beacons,
+// secured with a key. adapter 'redis': sharing one fresh redis-server.
+async function startCluster(n, { env = {}, adapter = 'cluster' } = {}) {
+  if (adapter === 'redis') {
+    const redis = await startRedis();
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const base = `127.${100 + Math.floor(Math.random() * 100)}.${10 + Math.floor(Math.random() * 200)}`;
+    const nodes = await Promise.all(Array.from({ length: n }, (_, i) => startServer({
+      host: `${base}.${i + 1}`, port, metricsPort,
+      env: { ADAPTER_DRIVER: 'redis', SOKETI_DB_REDIS_HOST: redis.host, SOKETI_DB_REDIS_PORT: String(redis.port), ...env },
+    })));
+    nodes.redis = redis;
+    return nodes;
+  }
   const net24 = `127.${100 + Math.floor(Math.random() * 100)}.${10 + Math.floor(Math.random() * 200)}`;
   const hosts = Array.from({ length: n }, (_, i) => `${net24}.${i + 1}`);
   const [port, metricsPort, discovery, gossip, raft] = [
@@ -348,6 +395,42 @@ function rawConnect(server, key = APP.key) {
   return raw;
 }
 
+// subscribeCounting subscribes and collects the channel's
+// pusher:subscription_count values, bound before the subscription goes out:
+// the first count can follow subscription_succeeded at once.
+async function subscribeCounting(client, name) {
+  const channel = client.subscribe(name);
+  const seen = [];
+  channel.bind('pusher:subscription_count', (d) => seen.push(d.subscription_count));
+  await subscribe(client, name);
+  return { channel, seen };
+}
+
+// watch signs a pusher-js client in as `id` with `watchlist`, and records
+// its watchlist events as [name, ids] pairs.
+async function watch(server, id, watchlist) {
+  const client = connect(server, { user: { id, watchlist } });
+  const events = [];
+  client.user.watchlist.bind('online', (e) => events.push(['online', [...e.user_ids].sort()]));
+  client.user.watchlist.bind('offline', (e) => events.push(['offline', [...e.user_ids].sort()]));
+  const ok = message(client, 'pusher:signin_success');
+  client.signin();
+  await ok;
+  return { client, events };
+}
+
+async function signedIn(server, id) {
+  const client = connect(server, { user: { id } });
+  const ok = message(client, 'pusher:signin_success');
+  client.signin();
+  await ok;
+  return client;
+}
+
+function has(events, name, ids) {
+  return events.some(([n, got]) => n === name && JSON.stringify(got) === JSON.stringify([...ids].sort()));
+}
+
 // ---------------------------------------------------------------- misc
 
 // withTimeout wraps a listener: executor(resolve, reject) subscribes and
@@ -427,6 +510,7 @@ function cleanupHooks() {
 
 module.exports = {
   APP, WAIT_MS, QUIET_MS,
-  startServer, startCluster, backend, connect, connected, subscribe, once, message, never, pusherError,
+  subscribeCounting, watch, signedIn, has,
+  startServer, startCluster, startRedis, backend, connect, connected, subscribe, once, message, never, pusherError,
   rawConnect, eventually, api, within, sleep, cleanupHooks, PusherClient, PusherServer,
 };
