@@ -122,6 +122,8 @@ func badValues(fx envFixtures) []badValue {
 		{name: "SOKETI_DB_REDIS_DB", value: "-1", want: "want a database number"},
 		{name: "SOKETI_DB_REDIS_KEY_PREFIX", value: "a\x01", want: "printable text"},
 		{name: "SOKETI_DB_REDIS_TLS", value: "perhaps", want: "want true or false"},
+		{name: "SOKETI_DB_REDIS_TLS_CA", value: fx.missing, want: "want a PEM file of CA certificates: no such file"},
+		{name: "SOKETI_DB_REDIS_TLS_CA", value: fx.key, want: "want a PEM file of CA certificates: no such PEM block"},
 		{name: "SOKETI_DB_REDIS_SENTINELS", value: `[{"host":"s1"}]`, want: "want a JSON array of"},
 		{name: "SOKETI_DB_REDIS_SENTINELS", value: "s1:26379", want: "want a JSON array of"},
 		{name: "SOKETI_DB_REDIS_INSTANCE_NAME", value: strings.Repeat("m", 300), want: "printable text"},

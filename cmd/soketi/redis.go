@@ -16,7 +16,11 @@ import (
 // that driver runs on Redis Cluster (its *_REDIS_CLUSTER_MODE).
 func openRedis(cfg *config.Config, cluster bool) (redis.UniversalClient, error) {
 	r := cfg.Redis
-	o := redisconn.Options{
+	cas, err := r.CAPool()
+	if err != nil {
+		return nil, err
+	}
+	o := redisconn.Options{RootCAs: cas,
 		Addr: redisconn.JoinHostPort(r.Host, r.Port), DB: r.DB, Username: r.Username, Password: r.Password,
 		TLS: r.TLS, SentinelPassword: r.SentinelPassword, MasterName: r.InstanceName,
 		Cluster: cluster, Timeout: cfg.AdapterRedis.RequestsTimeout,

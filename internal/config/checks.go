@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -131,6 +132,22 @@ func (s SSL) Certificate() (tls.Certificate, error) {
 }
 
 func isCertBlock(b *pem.Block) bool { return b.Type == "CERTIFICATE" }
+
+// CAPool loads SOKETI_DB_REDIS_TLS_CA; nil when it is unset.
+func (r Redis) CAPool() (*x509.CertPool, error) {
+	if r.TLSCA == "" {
+		return nil, nil
+	}
+	b, err := readPEM("SOKETI_DB_REDIS_TLS_CA", r.TLSCA, isCertBlock, "a PEM file of CA certificates")
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, &Error{Name: "SOKETI_DB_REDIS_TLS_CA", Value: r.TLSCA, Msg: "want a PEM file of CA certificates: none could be parsed"}
+	}
+	return pool, nil
+}
 
 func isKeyBlock(b *pem.Block) bool { return strings.HasSuffix(b.Type, "PRIVATE KEY") }
 

@@ -76,7 +76,11 @@ type Redis struct {
 	Password  string
 	KeyPrefix string // prepended to every key this server writes
 	// TLS: SOKETI_DB_REDIS_TLS, database.redis.tls, or a rediss:// host.
-	TLS              bool
+	TLS bool
+	// TLSCA is a PEM file of the CAs that sign the server's certificate
+	// (SOKETI_DB_REDIS_TLS_CA); unset, the system's roots. Setting it turns
+	// TLS on.
+	TLSCA            string
 	Sentinels        []HostPort
 	SentinelPassword string
 	InstanceName     string // the Sentinel master name

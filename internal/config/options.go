@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -198,6 +199,21 @@ var options = []option{
 		b, err := toBool(v)
 		c.Redis.TLS = c.Redis.TLS || b
 		return err
+	}},
+	{"database.redis.tlsCa", "DB_REDIS_TLS_CA", false, func(c *Config, v any) error {
+		s, err := toString(v)
+		if err != nil || s == "" {
+			return err
+		}
+		c.Redis.TLSCA, c.Redis.TLS = s, true
+		if _, err := c.Redis.CAPool(); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				return configError(e.Msg)
+			}
+			return err
+		}
+		return nil
 	}},
 	{"database.redis.sentinels", "DB_REDIS_SENTINELS", false, func(c *Config, v any) (err error) {
 		c.Redis.Sentinels, err = toHostPorts(v)

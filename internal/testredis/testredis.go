@@ -7,6 +7,7 @@ package testredis
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +26,8 @@ type Server struct {
 	bin  string
 	Addr string
 	port int
+	args []string    // beyond the port, persistence and binding
+	tls  *tls.Config // to reach a TLS-only server
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -35,6 +38,14 @@ type Server struct {
 // Start runs a redis-server and waits until it answers PING.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s := newServer(t)
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func newServer(t testing.TB) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -42,24 +53,31 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("no redis-server on PATH (apt-get install redis-server)")
 	}
-	s := &Server{t: t, bin: bin}
+	s := &Server{t: t, bin: bin, port: FreePort(t)}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	return s
+}
+
+// FreePort returns a TCP port free on 127.0.0.1 now.
+func FreePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
-	s.start()
-	t.Cleanup(s.Stop)
-	return s
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func (s *Server) start() {
 	s.t.Helper()
 	s.mu.Lock()
-	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
+	if s.tls != nil { // TLS only: the plain port is closed
+		args[1] = "0"
+	}
+	s.cmd = exec.Command(s.bin, append(args, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := s.cmd.Start(); err != nil {
 		s.mu.Unlock()
@@ -70,7 +88,7 @@ func (s *Server) start() {
 	cmd := s.cmd
 	go func() { _ = cmd.Wait(); close(exited) }()
 	s.mu.Unlock()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1, TLSConfig: s.tls})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -46,7 +46,18 @@ func memberEventUser(m map[string]any) string {
 // A publish through any node reaches every node's subscribers once; the
 // publishing node's own sockets do not get a second copy back from Redis.
 func TestRedis_PublishReachesEveryNodeOnce(t *testing.T) {
-	f := newFleet(t, 3)
+	publishReachesEveryNodeOnce(t, newFleet(t, 3))
+}
+
+// The same on Redis Cluster: scripts run on each app's slot, Pub/Sub
+// crosses the shards.
+func TestRedisCluster_PublishAndPresence(t *testing.T) {
+	f := newClusterFleet(t, 3)
+	publishReachesEveryNodeOnce(t, f)
+	presenceCountedOnce(t, f)
+}
+
+func publishReachesEveryNodeOnce(t *testing.T, f *fleet) {
 	var subs []*testutil.Client
 	for i := range f.nodes {
 		s := f.connect(i)
@@ -80,7 +91,10 @@ func TestRedis_PublishReachesEveryNodeOnce(t *testing.T) {
 // A user on two nodes is one member: member_added and member_removed go
 // out once, cluster-wide, and their webhooks once; the API counts it once.
 func TestRedis_PresenceCountedOnce(t *testing.T) {
-	f := newFleet(t, 3)
+	presenceCountedOnce(t, newFleet(t, 3))
+}
+
+func presenceCountedOnce(t *testing.T, f *fleet) {
 	const ch = "presence-room"
 	watcher := f.connect(2)
 	f.joinPresence(watcher, ch, `"w"`)

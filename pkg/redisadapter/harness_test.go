@@ -24,7 +24,8 @@ import (
 // fleet is n nodes in this process sharing one real redis-server.
 type fleet struct {
 	t      *testing.T
-	redis  *testredis.Server
+	redis  *testredis.Server // nil on Redis Cluster
+	open   redisconn.Options // how each node reaches Redis
 	app    *pusher.App
 	prefix string
 	hooks  *hooks
@@ -51,13 +52,26 @@ const (
 
 func newFleet(t *testing.T, n int, mut ...func(*pusher.App)) *fleet {
 	t.Helper()
+	srv := testredis.Start(t)
+	return newFleetOn(t, n, srv, redisconn.Options{Addr: srv.Addr, Timeout: time.Second}, mut...)
+}
+
+// newClusterFleet runs the nodes on a three-node Redis Cluster.
+func newClusterFleet(t *testing.T, n int) *fleet {
+	t.Helper()
+	addrs := testredis.StartCluster(t, 3)
+	return newFleetOn(t, n, nil, redisconn.Options{Cluster: true, ClusterNodes: addrs, Timeout: time.Second})
+}
+
+func newFleetOn(t *testing.T, n int, srv *testredis.Server, open redisconn.Options, mut ...func(*pusher.App)) *fleet {
+	t.Helper()
 	app, _ := pusher.ParseApp(map[string]any{"enableClientMessages": true}, pusher.DefaultAppLimits)
 	app.Webhooks = []pusher.Webhook{{URL: "http://127.0.0.1:1", EventTypes: []string{
 		pusher.WebhookChannelOccupied, pusher.WebhookChannelVacated, pusher.WebhookMemberAdded, pusher.WebhookMemberRemoved}}}
 	for _, m := range mut {
 		m(app)
 	}
-	f := &fleet{t: t, redis: testredis.Start(t), app: app, prefix: testredis.Prefix(t), hooks: &hooks{}}
+	f := &fleet{t: t, redis: srv, open: open, app: app, prefix: testredis.Prefix(t), hooks: &hooks{}}
 	for i := 0; i < n; i++ {
 		f.nodes = append(f.nodes, f.start(i))
 	}
@@ -78,7 +92,7 @@ func newFleet(t *testing.T, n int, mut ...func(*pusher.App)) *fleet {
 }
 
 func (f *fleet) start(i int) *node {
-	rdb, err := redisconn.Open(redisconn.Options{Addr: f.redis.Addr, Timeout: time.Second})
+	rdb, err := redisconn.Open(f.open)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package redisconn
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"strconv"
@@ -23,6 +24,8 @@ type Options struct {
 	Username string
 	Password string
 	TLS      bool
+	// RootCAs verify the server's certificate; nil: the system's roots.
+	RootCAs *x509.CertPool
 	// Sentinels, when set, find the master named MasterName.
 	Sentinels        []string
 	SentinelPassword string
@@ -56,7 +59,7 @@ func Open(o Options) (redis.UniversalClient, error) {
 	}
 	var tlsCfg *tls.Config
 	if o.TLS {
-		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs}
 	}
 	switch {
 	case o.Cluster:
