@@ -110,9 +110,8 @@ func badValues(fx envFixtures) []badValue {
 		{name: "SOKETI_METRICS_SERVER_PORT", value: "0", want: "want a port number 1-65535"},
 		{name: "SOKETI_METRICS_SERVER_PORT", value: fx.port, want: "must differ from SOKETI_PORT"}, // served even with metrics off
 		{name: "SOKETI_METRICS_PROMETHEUS_PREFIX", value: "soketi-", want: "Prometheus metric name prefix"},
-		{name: "SOKETI_QUEUE_DRIVER", value: "redis", want: "use sync"},
-		{name: "SOKETI_QUEUE_DRIVER", value: "sqs", want: "use sync"},
-		{name: "SOKETI_QUEUE_DRIVER", value: "bull", want: "want one of sync"},
+		{name: "SOKETI_QUEUE_DRIVER", value: "sqs", want: "use sync or redis"},
+		{name: "SOKETI_QUEUE_DRIVER", value: "bull", want: "want one of sync, redis"},
 		{name: "SOKETI_CACHE_DRIVER", value: "memcached", want: "want one of memory, redis"},
 
 		{name: "ADAPTER_DRIVER", value: "nats", want: "use local or cluster or redis"},

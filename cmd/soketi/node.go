@@ -83,6 +83,9 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 		n.redisClients = append(n.redisClients, rdb)
 		adapter = ra
 	}
+	if cfg.QueueDriver == "redis" {
+		logger.Warn("SOKETI_QUEUE_DRIVER=redis: webhooks are sent by this node's own sender (bounded queue, retries); no BullMQ queue is used, so webhooks pending at a crash are lost")
+	}
 	n.webhooks = webhook.New(webhook.Config{
 		Batching:    cfg.WebhooksBatching,
 		BatchWindow: cfg.WebhooksBatchingDuration,

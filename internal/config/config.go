@@ -46,9 +46,12 @@ type Config struct {
 	AdapterDriver          string // local, cluster or redis
 	ClusterRequestsTimeout time.Duration
 	RateLimiterDriver      string // local, cluster or redis
-	QueueDriver            string // sync
-	CacheDriver            string // memory or redis
-	ChannelCacheTTL        time.Duration
+	// QueueDriver is sync or redis; both send webhooks from the node's own
+	// bounded, retrying sender (redis is accepted so that soketi env files
+	// start, and the node says so at start).
+	QueueDriver     string
+	CacheDriver     string // memory or redis
+	ChannelCacheTTL time.Duration
 
 	// Redis is the server every Redis driver uses (SOKETI_DB_REDIS_*).
 	Redis        Redis

@@ -151,7 +151,7 @@ var options = []option{
 	{"rateLimiter.redis.clusterMode", "RATE_LIMITER_REDIS_CLUSTER_MODE", false,
 		boolean(func(c *Config) *bool { return &c.RateLimiterRedisClusterMode })},
 	{"queue.driver", "QUEUE_DRIVER", false, unsupported(func(c *Config) *string { return &c.QueueDriver },
-		[]string{"sync"}, "redis", "sqs")},
+		[]string{"sync", "redis"}, "sqs")},
 	{"cache.driver", "CACHE_DRIVER", false, choice(func(c *Config) *string { return &c.CacheDriver }, "memory", "redis")},
 	{"cache.redis.clusterMode", "CACHE_REDIS_CLUSTER_MODE", false, boolean(func(c *Config) *bool { return &c.CacheRedisClusterMode })},
 

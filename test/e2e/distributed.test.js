@@ -134,3 +134,20 @@ test('redis: the rate limit and cache channels hold across nodes; a Redis restar
     assert.ok(seen.includes(2));
   }, 10000);
 });
+
+// The Redis settings a soketi deployment's env file has, as they are.
+test('redis: a soketi env file starts unchanged and serves', { timeout: 30000 }, async () => {
+  const redis = await h.startRedis();
+  const env = {
+    SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_ADAPTER_REDIS_PREFIX: 'laravel',
+    SOKETI_DB_REDIS_HOST: redis.host, SOKETI_DB_REDIS_PORT: String(redis.port), SOKETI_DB_REDIS_DB: '0',
+    SOKETI_DB_REDIS_KEY_PREFIX: 'soketi_', SOKETI_QUEUE_DRIVER: 'redis', SOKETI_RATE_LIMITER_DRIVER: 'redis',
+    SOKETI_CACHE_DRIVER: 'redis', SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES: 'true',
+  };
+  const [a, b] = await Promise.all([h.startServer({ env }), h.startServer({ env })]);
+  const ch = await h.subscribe(h.connect(b), 'orders');
+  const got = h.once(ch, 'created');
+  await h.backend(a).trigger('orders', 'created', { id: 7 });
+  assert.deepEqual(await got, { id: 7 });
+  assert.match(a.logs(), /no BullMQ queue is used/);
+});
