@@ -30,6 +30,7 @@ type fleet struct {
 	prefix string
 	hooks  *hooks
 	nodes  []*node
+	gen    int // nodes started, for replacements' ids
 }
 
 type node struct {
@@ -97,14 +98,19 @@ func (f *fleet) start(i int) *node {
 		f.t.Fatal(err)
 	}
 	local := pusher.NewLocalAdapter()
-	ad := redisadapter.New(redisadapter.Config{NodeID: fmt.Sprintf("node%d", i), KeyPrefix: f.prefix, Logger: quiet,
+	f.gen++
+	id := fmt.Sprintf("node%d", i)
+	if i < len(f.nodes) { // a replacement: a new process, a new id
+		id = fmt.Sprintf("node%d-%d", i, f.gen)
+	}
+	ad := redisadapter.New(redisadapter.Config{NodeID: id, KeyPrefix: f.prefix, Logger: quiet,
 		Prefix: strings.TrimSuffix(f.prefix, ":"), Timeout: time.Second, HeartbeatInterval: beat, NodeTTL: nodeTTL}, local, rdb)
 	apps, _ := pusher.NewStaticApps([]*pusher.App{f.app})
 	srv := pusher.New(pusher.Options{Apps: apps, Adapter: ad, Webhooks: f.hooks, WebSocket: wstransport.New(), Logger: quiet})
 	ctx, cancel := context.WithCancel(context.Background())
 	ad.Start(ctx)
 	hs := httptest.NewServer(srv.Router())
-	return &node{id: fmt.Sprintf("node%d", i), adapter: ad, server: srv, http: hs, rdb: rdb, cancel: cancel}
+	return &node{id: id, adapter: ad, server: srv, http: hs, rdb: rdb, cancel: cancel}
 }
 
 // stop ends a node: gracefully (its entries removed at once), or as a
@@ -114,16 +120,20 @@ func (f *fleet) stop(nd *node, graceful bool) {
 		return
 	}
 	nd.dead = true
+	if !graceful {
+		// A crash: the process loses Redis first, so its sockets'
+		// departures never reach the shared state; the reaper must.
+		nd.cancel()
+		_ = nd.rdb.Close()
+	}
 	nd.http.CloseClientConnections()
 	nd.http.Close()
 	nd.server.Close()
 	if graceful {
 		nd.adapter.Close()
-	} else {
-		nd.cancel() // beats stop; nothing is cleaned up
+		nd.cancel()
+		_ = nd.rdb.Close()
 	}
-	nd.cancel()
-	_ = nd.rdb.Close()
 }
 
 func (f *fleet) connect(i int) *testutil.Client {
