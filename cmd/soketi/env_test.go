@@ -2,13 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/signal"
@@ -18,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // badValue is one value of a variable that must stop start-up.
@@ -185,8 +180,8 @@ func TestRun_EveryREADMEVariableRefusesABadValue(t *testing.T) {
 	if err := os.WriteFile(fx.aFile, []byte("not a directory\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fx.cert, fx.key = writeKeyPair(t, dir, "node-1")
-	_, fx.otherKey = writeKeyPair(t, dir, "node-2")
+	fx.cert, fx.key = testutil.WriteKeyPair(t, dir, "node-1")
+	_, fx.otherKey = testutil.WriteKeyPair(t, dir, "node-2")
 
 	// A value wrongly accepted starts the server; the test stops it with
 	// SIGINT, which it catches itself so that the signal cannot end the
@@ -312,37 +307,4 @@ func readmeVariables(t *testing.T) []string {
 		}
 	}
 	return names
-}
-
-// writeKeyPair writes a self-signed certificate (a CA too) with the common
-// name cn and its key, returning their paths.
-func writeKeyPair(t *testing.T, dir, cn string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPath, keyPath
 }

@@ -1,19 +1,15 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -268,8 +264,8 @@ func TestLoad_ClusterChecksNeedTheClusterAdapter(t *testing.T) {
 // The TLS files are read at load time, and a refusal names the one at fault.
 func TestLoad_TLSFiles(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeTestKeyPair(t, dir, "a")
-	_, other := writeTestKeyPair(t, dir, "b")
+	cert, key := testutil.WriteKeyPair(t, dir, "a")
+	_, other := testutil.WriteKeyPair(t, dir, "b")
 	enc := filepath.Join(dir, "enc.key")
 	_ = os.WriteFile(enc, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), 0o600)
 	missing := filepath.Join(dir, "missing.pem")
@@ -322,26 +318,4 @@ func TestLoad_FileAppsChecked(t *testing.T) {
 			t.Errorf("%s: err = %v, want one naming %s", body, err, name)
 		}
 	}
-}
-
-func writeTestKeyPair(t *testing.T, dir, cn string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key")
-	_ = os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return certPath, keyPath
 }

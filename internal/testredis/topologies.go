@@ -2,25 +2,21 @@ package testredis
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // StartTLS runs a redis-server that speaks only TLS, with a self-signed
@@ -30,45 +26,19 @@ func StartTLS(t testing.TB) (*Server, string) {
 	t.Helper()
 	s := newServer(t)
 	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "redis.pem"), filepath.Join(dir, "redis.key")
-	pool := writeSelfSigned(t, certPath, keyPath)
+	certPath, keyPath := testutil.WriteKeyPair(t, dir, "redis", net.ParseIP("127.0.0.1"))
+	pem, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
 	s.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	s.args = []string{"--tls-port", strconv.Itoa(s.port), "--tls-cert-file", certPath, "--tls-key-file", keyPath,
 		"--tls-ca-cert-file", certPath, "--tls-auth-clients", "no"}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s, certPath
-}
-
-func writeSelfSigned(t testing.TB, certPath, keyPath string) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redis test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
 }
 
 // StartSentinel runs a Sentinel watching master under the name name, and
@@ -143,4 +113,38 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func(context
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Stalled returns the address of a server that accepts connections and
+// never answers: a Redis that hangs, for timeouts.
+func Stalled(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().String()
 }

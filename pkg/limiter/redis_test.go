@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -241,34 +240,9 @@ func TestRedis_RestartFallsBackAndRecovers(t *testing.T) {
 // answers holds a consume for the timeout only, though the client's own
 // timeout is 5 s, and the next consumes do not wait at all.
 func TestRedis_StalledServerBoundedByTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	c, err := redisconn.Open(redisconn.Options{Addr: ln.Addr().String(), Timeout: 5 * time.Second})
+	addr := testredis.Stalled(t)
+
+	c, err := redisconn.Open(redisconn.Options{Addr: addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -221,34 +219,9 @@ func TestCache_RedisDownIsACacheMissThenRecovers(t *testing.T) {
 // answers holds a call for the timeout only, though the client's own
 // timeout is 5 s.
 func TestCache_StalledServerBoundedByTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	rc, err := redisconn.Open(redisconn.Options{Addr: ln.Addr().String(), Timeout: 5 * time.Second})
+	addr := testredis.Stalled(t)
+
+	rc, err := redisconn.Open(redisconn.Options{Addr: addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@
 package browsertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,29 +74,12 @@ type node struct {
 	id, ip      string
 	port, mport int
 	cmd         *exec.Cmd
-	out         *lockedBuffer
+	out         *testutil.LockedBuffer
 	exited      chan struct{}
 }
 
 func (n *node) metricsURL() string { return fmt.Sprintf("http://%s:%d", n.ip, n.mport) }
 func (n *node) mainURL() string    { return fmt.Sprintf("http://%s:%d", n.ip, n.port) }
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // freePorts finds n TCP ports and one UDP port free on every address.
 func freePorts(t *testing.T, ips []string, n int) (tcp []int, udp int) {
@@ -163,7 +144,7 @@ func startCluster(t *testing.T) []*node {
 	var nodes []*node
 	for i, ip := range ips {
 		n := &node{id: fmt.Sprintf("node-%d", i+1), ip: ip, port: ports[0], mport: ports[1],
-			out: &lockedBuffer{}, exited: make(chan struct{})}
+			out: &testutil.LockedBuffer{}, exited: make(chan struct{})}
 		env := map[string]string{
 			"SOKETI_HOST": ip, "SOKETI_PORT": strconv.Itoa(ports[0]),
 			"SOKETI_METRICS_HOST": ip, "SOKETI_METRICS_SERVER_PORT": strconv.Itoa(ports[1]),

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/soketi-go/soketi/internal/testutil"
 )
 
 // clients is one clients.js process holding pusher-js clients. It runs in
@@ -23,7 +25,7 @@ import (
 type clients struct {
 	t      *testing.T
 	stdin  io.WriteCloser
-	stderr *lockedBuffer
+	stderr *testutil.LockedBuffer
 	exited chan struct{}
 
 	mu      sync.Mutex
@@ -78,7 +80,7 @@ func startClients(t *testing.T) *clients {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clients{t: t, stdin: stdin, stderr: &lockedBuffer{}, exited: make(chan struct{}),
+	c := &clients{t: t, stdin: stdin, stderr: &testutil.LockedBuffer{}, exited: make(chan struct{}),
 		pending: map[int]chan reply{}, changed: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {

@@ -3,7 +3,6 @@
 package netnstest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,29 +27,11 @@ const (
 	slack = 3 * time.Second
 )
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // node is one soketi process in a namespace.
 type node struct {
 	host   *netns.Host
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testutil.LockedBuffer
 	exited chan struct{}
 }
 
@@ -60,7 +40,7 @@ func startNode(t *testing.T, h *netns.Host, env []string) *node {
 	cmd := h.Command(context.Background(), testutil.SoketiBinary(t), "start")
 	cmd.Dir = t.TempDir() // no stray .env
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	n := &node{host: h, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
+	n := &node{host: h, cmd: cmd, out: &testutil.LockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = n.out, n.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start soketi in %s: %v", h.Name, err)
