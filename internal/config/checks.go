@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/soketi-go/soketi/internal/text"
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
 
@@ -78,7 +79,7 @@ func checkPathSegment(route string) func(string) error {
 // checkSecret refuses control characters, typically the newline at the end
 // of a secret file, which no client signs with.
 func checkSecret(s string) error {
-	if !printable(s) {
+	if !text.Printable(s) {
 		return configError("want printable text: it has a control character (a newline from a secret file?)")
 	}
 	return nil

@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/soketi-go/soketi/pkg/pusher"
 )
@@ -624,19 +622,6 @@ func toIPv4(v any, allowEmpty bool) (string, error) {
 		return "", fmt.Errorf("want an IPv4 address")
 	}
 	return s, nil
-}
-
-// printable reports whether s is valid UTF-8 without control characters.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
 }
 
 func toHost(v any) (string, error) {

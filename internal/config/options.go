@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/soketi-go/soketi/internal/text"
 	"github.com/soketi-go/soketi/pkg/gossip"
 )
 
@@ -340,7 +341,7 @@ const (
 func printableName(dst func(*Config) *string, max int) func(*Config, any) error {
 	return func(c *Config, v any) error {
 		s, err := toString(v)
-		if err == nil && (len(s) > max || !printable(s)) {
+		if err == nil && (len(s) > max || !text.Printable(s)) {
 			err = configError(fmt.Sprintf("want at most %d bytes of printable text", max))
 		}
 		*dst(c) = s

@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/soketi-go/soketi/internal/text"
 )
 
 // Defaults follow soketi's cluster options (CLUSTER_* variables).
@@ -229,24 +229,11 @@ func validHostName(h string) bool {
 }
 
 func validName(s string, max int) bool {
-	return s != "" && len(s) <= max && printable(s)
+	return s != "" && len(s) <= max && text.Printable(s)
 }
 
 func validOptional(s string) bool {
-	return len(s) <= maxAdvertisedLen && printable(s)
-}
-
-// printable reports whether s is valid UTF-8 without control characters.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
+	return len(s) <= maxAdvertisedLen && text.Printable(s)
 }
 
 func defaultNodeID() (string, error) {
