@@ -39,7 +39,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 				UserInfo: m.UserInfo, Node: a.cfg.NodeID, Incarnation: a.cfg.Incarnation,
 				MaxMembers: memberLimit(app)})
 			if errors.Is(err, consensus.ErrLimit) {
-				_, _ = a.local.Unsubscribe(ctx, c, channel)
+				a.undoJoin(ctx, c, channel)
 				return pusher.JoinResult{}, pusher.ErrMemberLimit
 			}
 			if err != nil {
@@ -47,7 +47,7 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 				// failed. The write may still have committed (a timeout), so
 				// the member is resynced from the local state later.
 				// Occupancy was not proposed yet, so nothing else changed.
-				_, _ = a.local.Unsubscribe(ctx, c, channel)
+				a.undoJoin(ctx, c, channel)
 				a.retry.member(app.ID, channel, *m)
 				return pusher.JoinResult{}, fmt.Errorf("%w: %w", ErrReplicaUnavailable, err)
 			}
@@ -70,6 +70,17 @@ func (a *Adapter) Subscribe(ctx context.Context, c *pusher.Conn, channel string,
 		}
 	}
 	return out, nil
+}
+
+// undoJoin takes back a local join the replica refused or did not confirm.
+// A removal of the user that arrived meanwhile was held back because the
+// socket was here (memberView.removed); with the socket gone the local
+// sockets are told now, or they would list a ghost.
+func (a *Adapter) undoJoin(ctx context.Context, c *pusher.Conn, channel string) {
+	res, _ := a.local.Unsubscribe(ctx, c, channel)
+	if m := res.RemovedMember; m != nil {
+		a.view.localLeft(c.App.ID, channel, *m)
+	}
 }
 
 // Unsubscribe leaves locally and records this node's last-socket transitions.

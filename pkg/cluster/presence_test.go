@@ -290,3 +290,36 @@ func TestPresence_EntryNoSocketBacksIsRepaired(t *testing.T) {
 		t.Fatalf("member_removed %s", got)
 	}
 }
+
+// A removal that arrives while a join here waits on the replica is held
+// back (the socket is here); when that join fails and is taken back, the
+// local sockets are told of the removal, or they would keep a ghost. The
+// netns chaos test (seed 20240917) met this: a join on a cut-off node
+// timed out after the heal had replayed the user's removal.
+func TestPresence_UndoneJoinReleasesAHeldRemoval(t *testing.T) {
+	c := testcluster.New(t, 1)
+	c.WaitReady(20 * time.Second)
+	const ch = "presence-undo"
+	n := c.Nodes[0]
+	w := n.Connect(t)
+	w.JoinPresence(ch, "9")
+	x := n.Connect(t)
+	x.JoinPresence(ch, "7")
+	if got := testcluster.MemberEvent(w.Expect("pusher_internal:member_added")); got != "7" {
+		t.Fatalf("member_added %s", got)
+	}
+	ad := n.Cluster.Adapter()
+	if !ad.HoldRemovalForTest(testcluster.App.ID, ch, []byte("7")) {
+		t.Fatal("the removal of a user with a local socket was not held")
+	}
+	w.ExpectNone("pusher_internal:member_removed", 200*time.Millisecond)
+	if !ad.UndoJoinForTest(x.SocketID, testcluster.App.ID, ch) {
+		t.Fatal("x's socket not found")
+	}
+	if got := testcluster.MemberEvent(w.Expect("pusher_internal:member_removed")); got != "7" {
+		t.Fatalf("member_removed %s", got)
+	}
+	if n := ad.HeldCountForTest(); n != 0 {
+		t.Fatalf("%d removals still held", n)
+	}
+}
