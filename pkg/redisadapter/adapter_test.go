@@ -1,6 +1,7 @@
 package redisadapter_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -122,13 +123,13 @@ func presenceCountedOnce(t *testing.T, f *fleet) {
 	}
 	watcher.ExpectNone("pusher_internal:member_removed", 300*time.Millisecond)
 	testutil.WaitFor(t, 2*time.Second, "webhooks", func() bool {
-		return f.hooks.count(pusher.WebhookMemberAdded, ch) == 2 && f.hooks.count(pusher.WebhookMemberRemoved, ch) == 1
+		return f.hooks.Count(pusher.WebhookMemberAdded, ch) == 2 && f.hooks.Count(pusher.WebhookMemberRemoved, ch) == 1
 	})
 	time.Sleep(200 * time.Millisecond)
-	if n := f.hooks.count(pusher.WebhookMemberAdded, ch); n != 2 { // w and u
+	if n := f.hooks.Count(pusher.WebhookMemberAdded, ch); n != 2 { // w and u
 		t.Fatalf("member_added webhooks = %d, want 2", n)
 	}
-	if n := f.hooks.count(pusher.WebhookChannelOccupied, ch); n != 1 {
+	if n := f.hooks.Count(pusher.WebhookChannelOccupied, ch); n != 1 {
 		t.Fatalf("channel_occupied webhooks = %d, want 1", n)
 	}
 }
@@ -157,7 +158,7 @@ func TestRedis_DeadNodesMembersAreReaped(t *testing.T) {
 		t.Fatalf("reaped after %v, before the TTL", took)
 	}
 	watcher.ExpectNone("pusher_internal:member_removed", 300*time.Millisecond)
-	testutil.WaitFor(t, 2*time.Second, "news vacated", func() bool { return f.hooks.count(pusher.WebhookChannelVacated, "news") == 1 })
+	testutil.WaitFor(t, 2*time.Second, "news vacated", func() bool { return f.hooks.Count(pusher.WebhookChannelVacated, "news") == 1 })
 }
 
 // Redis restarts empty in the middle of traffic: nodes keep serving their
@@ -207,7 +208,11 @@ func TestRedis_ConnectionQuotaAcrossNodes(t *testing.T) {
 	f := newFleet(t, 2, func(a *pusher.App) { a.MaxConnections = 2 })
 	f.connect(0)
 	f.connect(1)
-	time.Sleep(3 * beat) // the counts reach Redis with the next beat
+	// The counts reach Redis with the next beat.
+	testutil.WaitFor(t, 2*time.Second, "both connections counted", func() bool {
+		n, _ := f.nodes[0].adapter.SocketCount(context.Background(), f.app.ID)
+		return n == 2
+	})
 	c := testutil.Dial(t, "ws"+strings.TrimPrefix(f.nodes[0].http.URL, "http")+"/app/"+f.app.Key+"?protocol=7")
 	if m := c.Expect("pusher:error"); m["data"] == nil {
 		t.Fatalf("third connection: %v", m)

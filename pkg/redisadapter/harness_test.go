@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/soketi-go/soketi/internal/testcluster"
 	"github.com/soketi-go/soketi/internal/testredis"
 	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -28,7 +28,7 @@ type fleet struct {
 	open   redisconn.Options // how each node reaches Redis
 	app    *pusher.App
 	prefix string
-	hooks  *hooks
+	hooks  *testcluster.Webhooks // the webhook recorder the cluster tests use
 	nodes  []*node
 	gen    int // nodes started, for replacements' ids
 }
@@ -72,7 +72,7 @@ func newFleetOn(t *testing.T, n int, srv *testredis.Server, open redisconn.Optio
 	for _, m := range mut {
 		m(app)
 	}
-	f := &fleet{t: t, redis: srv, open: open, app: app, prefix: testredis.Prefix(t), hooks: &hooks{}}
+	f := &fleet{t: t, redis: srv, open: open, app: app, prefix: testredis.Prefix(t), hooks: &testcluster.Webhooks{}}
 	for i := 0; i < n; i++ {
 		f.nodes = append(f.nodes, f.start(i))
 	}
@@ -160,27 +160,4 @@ func (f *fleet) joinPresence(c *testutil.Client, channel, userID string) map[str
 func (f *fleet) trigger(i int, channel, event, data string) (int, map[string]any) {
 	f.t.Helper()
 	return apiCall(f.t, f.nodes[i].http.URL, f.app, "POST", "/apps/"+f.app.ID+"/events", map[string]any{"name": event, "channel": channel, "data": data})
-}
-
-type hooks struct {
-	mu     sync.Mutex
-	events []pusher.WebhookEvent
-}
-
-func (h *hooks) Send(_ *pusher.App, ev pusher.WebhookEvent) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.events = append(h.events, ev)
-}
-
-func (h *hooks) count(name, channel string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, e := range h.events {
-		if e.Name == name && e.Channel == channel {
-			n++
-		}
-	}
-	return n
 }

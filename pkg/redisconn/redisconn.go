@@ -87,10 +87,5 @@ func Open(o Options) (redis.UniversalClient, error) {
 	}
 }
 
-// Ping checks that the server answers within the client's timeouts.
-func Ping(ctx context.Context, c redis.UniversalClient) error {
-	return c.Ping(ctx).Err()
-}
-
 // JoinHostPort is net.JoinHostPort for an int port.
 func JoinHostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
