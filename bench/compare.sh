@@ -7,6 +7,8 @@
 #
 #   bench/compare.sh [-r 3] [-s rate|saturate|idle] [-targets "soketi eventloop goroutine"] [-- bench flags...]
 #
+# eventloop-write is a fourth target: the event loop with SOKETI_WS_IO_URING=false.
+#
 #   rate:     1,000 subscribers, 40 publishes/s for 10 s (40k deliveries/s):
 #             server CPU per delivery over the publish phase, latency p50/p99/p99.9
 #   saturate: 1,000 subscribers, publishing as fast as 4 publishers can for 5 s:
@@ -72,8 +74,11 @@ start() { # target -> sets pid, target_port
 		pid=$(bash "$reference" start "$ref_port" 2>/dev/null | tail -1)
 		target_port=$ref_port
 		;;
-	eventloop | goroutine)
-		SOKETI_WS_TRANSPORT=$1 SOKETI_PORT=$port SOKETI_METRICS_SERVER_PORT=$metrics_port \
+	eventloop | goroutine | eventloop-write)
+		# eventloop-write: the event loop without io_uring, as in Docker.
+		local io_uring=true
+		[[ $1 == eventloop-write ]] && io_uring=false
+		SOKETI_WS_TRANSPORT=${1%-write} SOKETI_WS_IO_URING=$io_uring SOKETI_PORT=$port SOKETI_METRICS_SERVER_PORT=$metrics_port \
 			"$soketi_bin" start >"$work/$1.log" 2>&1 &
 		pid=$!
 		target_port=$port

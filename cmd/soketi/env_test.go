@@ -55,6 +55,7 @@ func badValues(fx envFixtures) []badValue {
 		{name: "SOKETI_MODE", value: "both", want: "want one of full, server, worker"},
 		{name: "SOKETI_DEBUG", value: "perhaps", want: "want true or false"},
 		{name: "SOKETI_WS_TRANSPORT", value: "threads", want: "want one of eventloop, goroutine"},
+		{name: "SOKETI_WS_IO_URING", value: "sometimes", want: "want true or false"},
 		{name: "SOKETI_SHUTDOWN_GRACE_PERIOD", value: "-1", want: "want a non-negative number of milliseconds"},
 		{name: "SOKETI_SHUTDOWN_GRACE_PERIOD", value: "3s", want: "want a non-negative number of milliseconds"},
 		{name: "SOKETI_USER_AUTHENTICATION_TIMEOUT", value: "0", want: "want a positive number of milliseconds"},

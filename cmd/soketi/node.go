@@ -49,7 +49,7 @@ func newNode(ctx context.Context, cfg *config.Config, apps *pusher.StaticApps, l
 	}
 	var ws pusher.WebSocketHandler = wstransport.New()
 	if cfg.WSTransport == "eventloop" {
-		el, err := wstransport.NewEventLoop(logger)
+		el, err := wstransport.NewEventLoop(logger, cfg.WSIOUring)
 		if err != nil {
 			return nil, err
 		}

@@ -29,6 +29,9 @@ type Config struct {
 	// read goroutine per connection). TLS connections always use the
 	// goroutine transport.
 	WSTransport string
+	// WSIOUring lets the event loop send a fan-out's frames through an
+	// io_uring, one system call for many sockets, where the kernel permits.
+	WSIOUring bool
 
 	AcceptTrafficMemoryThreshold float64
 	ShutdownGracePeriod          time.Duration
@@ -181,7 +184,7 @@ type CORS struct {
 // Default returns soketi's defaults, with one default app.
 func Default() *Config {
 	return &Config{
-		Host: "0.0.0.0", Port: DefaultPort, Mode: "full", WSTransport: "eventloop",
+		Host: "0.0.0.0", Port: DefaultPort, Mode: "full", WSTransport: "eventloop", WSIOUring: true,
 		AcceptTrafficMemoryThreshold: 85,
 		ShutdownGracePeriod:          3 * time.Second,
 		UserAuthenticationTimeout:    30 * time.Second,

@@ -116,6 +116,7 @@ var options = []option{
 	{"mode", "MODE", false, choice(func(c *Config) *string { return &c.Mode }, "full", "server", "worker")},
 	{"debug", "DEBUG", false, boolean(func(c *Config) *bool { return &c.Debug })},
 	{"wsTransport", "WS_TRANSPORT", false, choice(func(c *Config) *string { return &c.WSTransport }, "eventloop", "goroutine")},
+	{"wsIoUring", "WS_IO_URING", false, boolean(func(c *Config) *bool { return &c.WSIOUring })},
 	{"httpApi.acceptTraffic.memoryThreshold", "HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD", false,
 		positiveFloat(func(c *Config) *float64 { return &c.AcceptTrafficMemoryThreshold })},
 	{"httpApi.requestLimitInMb", "HTTP_REQUEST_LIMIT_IN_MB", false,

@@ -48,15 +48,27 @@ type Transport interface {
 // shared by many connections instead of one goroutine per connection, so
 // that one fan-out wakes each of them once.
 type FlushScheduler interface {
-	// Schedule arranges for f.Flush to be called soon.
+	// Schedule arranges for f's queue to be taken and written soon.
 	Schedule(f Flusher)
 	// Buffered is how many bytes the transport has taken that are not on
 	// the wire yet: they count against the connection's queue bound.
 	Buffered() int
 }
 
-// Flusher is what a FlushScheduler calls back: a connection's outbox.
-type Flusher interface{ Flush() }
+// Flusher is what a FlushScheduler calls back: a connection's outbox. The
+// scheduler takes the queued frames, writes them (or hands them to the
+// transport) and reports back; until then the outbox counts them against
+// its bound and queues new frames behind them.
+type Flusher interface {
+	// Take returns the queued frames, or nil when none are queued, which
+	// ends the flush (and closes the transport after a close frame). The
+	// frames stay the outbox's; the scheduler does not keep them.
+	Take() net.Buffers
+	// Written reports how the frames from Take went: nil once the transport
+	// has them all. An error drops what is queued and closes the transport.
+	// It returns true when more frames are queued: Take them next.
+	Written(err error) (more bool)
+}
 
 // Outbox bounds: a client that falls further behind is disconnected (4100).
 const (
@@ -79,8 +91,9 @@ type outbox struct {
 	maxFrames int
 	transport Transport
 	sched     FlushScheduler // nil: a goroutine per flush
-	bufs      net.Buffers    // the batch being written; only flush uses it
-	inflight  int            // its bytes: they count against maxBytes until written
+	taken     [][]byte       // the frames from Take, until Written
+	bufs      net.Buffers    // what flush's WriteBuffers consumes of taken
+	inflight  int            // taken's bytes: they count against maxBytes until written
 }
 
 // push queues f. It returns false when the bound is hit; the caller must then
@@ -175,39 +188,59 @@ func (o *outbox) startFlush() {
 	go o.flush()
 }
 
-// Flush writes the queue; a FlushScheduler calls it.
-func (o *outbox) Flush() { o.flush() }
-
+// flush writes the queue on a goroutine of its own.
 func (o *outbox) flush() {
-	for {
-		o.mu.Lock()
-		if len(o.queue) == 0 {
-			o.flushing = false
-			closing := o.closing
-			o.mu.Unlock()
-			if closing {
-				o.transport.CloseAfterFlush()
-			}
-			return
-		}
-		batch := o.queue
-		o.queue = o.spare[:0]
-		o.inflight, o.bytes = o.bytes, 0
-		o.mu.Unlock()
-
-		o.bufs = net.Buffers(batch) // a field: a local would escape through the interface
+	for batch := o.Take(); batch != nil; batch = o.Take() {
+		o.bufs = batch // a field: a local would escape through the interface
 		err := o.transport.WriteBuffers(&o.bufs)
 		o.bufs = nil
-		clear(batch)
-
-		o.mu.Lock()
-		o.spare = batch[:0]
-		o.inflight = 0
-		if err != nil {
-			o.failLocked(err)
-			return
+		if !o.Written(err) {
+			return // written and nothing queued, or failed
 		}
+	}
+}
+
+// Take hands the queue to the writer: it is in flight until Written.
+func (o *outbox) Take() net.Buffers {
+	o.mu.Lock()
+	if len(o.queue) == 0 {
+		o.endFlushLocked()
+		return nil
+	}
+	o.taken = o.queue
+	o.queue = o.spare[:0]
+	o.inflight, o.bytes = o.bytes, 0
+	o.mu.Unlock()
+	return net.Buffers(o.taken)
+}
+
+// Written ends the write of what Take returned. With nothing queued
+// meanwhile it also ends the flush, sparing the scheduler one more Take.
+func (o *outbox) Written(err error) bool {
+	o.mu.Lock()
+	clear(o.taken)
+	o.spare, o.taken = o.taken[:0], nil
+	o.inflight = 0
+	if err != nil {
+		o.failLocked(err)
+		return false
+	}
+	if len(o.queue) > 0 {
 		o.mu.Unlock()
+		return true
+	}
+	o.endFlushLocked()
+	return false
+}
+
+// endFlushLocked: the queue is empty and written. Called with o.mu held;
+// releases it, then closes the transport after a close frame.
+func (o *outbox) endFlushLocked() {
+	o.flushing = false
+	closing := o.closing
+	o.mu.Unlock()
+	if closing {
+		o.transport.CloseAfterFlush()
 	}
 }
 

@@ -50,8 +50,17 @@ type EventLoop struct {
 	handle func(s *pusher.Server, c *pusher.Conn, msg []byte)
 }
 
-// NewEventLoop starts the pollers and flushers: one of each per CPU.
-func NewEventLoop(log *slog.Logger) (*EventLoop, error) {
+// ringEntries is how many sends one flusher submits at once. Each holds
+// its connection's nbio lock until the submission returns (a few
+// microseconds per send), so it also bounds how long a poller can wait
+// for a connection the flusher is writing.
+const ringEntries = 512
+
+// NewEventLoop starts the pollers and flushers: one of each per CPU. With
+// useRing each flusher submits its sends through an io_uring where the
+// kernel permits one; without, it writes each socket with its own system
+// call (SOKETI_WS_IO_URING=false).
+func NewEventLoop(log *slog.Logger, useRing bool) (*EventLoop, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -98,7 +107,7 @@ func NewEventLoop(log *slog.Logger) (*EventLoop, error) {
 		return nil, err
 	}
 	for range n {
-		f := &flusher{wake: make(chan struct{}, 1)}
+		f := newFlusher(log, useRing, ringEntries)
 		e.flushers = append(e.flushers, f)
 		go f.run(e.stop)
 	}
@@ -501,22 +510,30 @@ func (ec *elConn) WriteBuffers(b *net.Buffers) error {
 		*b = (*b)[:0]
 		return err
 	}
-	size := 0
-	for _, f := range *b {
-		size += len(f)
-	}
-	bp := joinPool.Get().(*[]byte)
-	buf := (*bp)[:0]
-	for _, f := range *b {
-		buf = append(buf, f...)
-	}
+	bp, buf := joinFrames(*b)
 	*b = (*b)[:0]
 	_, err := ec.TryWrite(buf) // nbio copies what it keeps
+	releaseJoined(bp, buf)
+	return err
+}
+
+// joinFrames copies frames into one pooled buffer: one send, and nbio's
+// count of written bytes stays exact (its writev does not report them).
+func joinFrames(frames [][]byte) (*[]byte, []byte) {
+	bp := joinPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for _, f := range frames {
+		buf = append(buf, f...)
+	}
+	return bp, buf
+}
+
+// releaseJoined returns joinFrames' buffer to the pool, unless it grew huge.
+func releaseJoined(bp *[]byte, buf []byte) {
 	if cap(buf) <= maxPooledMsg {
 		*bp = buf[:0]
 		joinPool.Put(bp)
 	}
-	return err
 }
 
 var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -525,12 +542,14 @@ var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b
 func (ec *elConn) Buffered() int { return int(ec.accepted.Load() - ec.written.Load()) }
 
 // Schedule has f flushed by this connection's flusher.
-func (ec *elConn) Schedule(f pusher.Flusher) { ec.fl.schedule(f) }
+func (ec *elConn) Schedule(f pusher.Flusher) { ec.fl.schedule(ec, f) }
 
+// onWritten is called by nbio with the connection's lock held, so the
+// close it may lead to runs after: Close takes that lock.
 func (ec *elConn) onWritten(n int) {
 	ec.written.Add(int64(n))
 	if ec.closing.Load() && ec.replied.Load() && ec.Buffered() == 0 {
-		_ = ec.nc.Close()
+		go ec.nc.Close()
 	}
 }
 
@@ -559,48 +578,6 @@ func (ec *elConn) Close() error { return ec.nc.Close() }
 
 // RemoteAddr is formatted when asked (rarely), not held per connection.
 func (ec *elConn) RemoteAddr() string { return ec.nc.RemoteAddr().String() }
-
-// flusher writes the outboxes scheduled on it, many per wake-up.
-type flusher struct {
-	mu    sync.Mutex
-	list  []pusher.Flusher
-	spare []pusher.Flusher
-	wake  chan struct{}
-}
-
-func (f *flusher) schedule(x pusher.Flusher) {
-	f.mu.Lock()
-	f.list = append(f.list, x)
-	first := len(f.list) == 1
-	f.mu.Unlock()
-	if first {
-		select {
-		case f.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (f *flusher) run(stop <-chan struct{}) {
-	for {
-		select {
-		case <-f.wake:
-		case <-stop:
-			return
-		}
-		f.mu.Lock()
-		batch := f.list
-		f.list = f.spare[:0]
-		f.mu.Unlock()
-		for i, x := range batch {
-			x.Flush() // never blocks: the transport takes every frame
-			batch[i] = nil
-		}
-		f.mu.Lock()
-		f.spare = batch[:0]
-		f.mu.Unlock()
-	}
-}
 
 // nbioLogger sends nbio's own messages to slog, at debug level but for
 // errors: its info lines (start, stop) say nothing an operator needs.

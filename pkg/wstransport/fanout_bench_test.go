@@ -31,8 +31,8 @@ func BenchmarkFanoutRealSockets(b *testing.B) {
 
 func benchFanout(b *testing.B, kind string, subs int) {
 	var h pusher.WebSocketHandler = New()
-	if kind == "eventloop" {
-		e, err := NewEventLoop(nil)
+	if kind != "goroutine" {
+		e, err := NewEventLoop(nil, kind == "eventloop")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -48,16 +48,17 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// transports are the two pusher.WebSocketHandlers: every test here runs on
-// both.
-var transports = []string{"goroutine", "eventloop"}
+// transports are the two pusher.WebSocketHandlers, the event loop both
+// with its io_uring sends and with a write(2) per socket (where io_uring
+// is not permitted): every test here runs on each.
+var transports = []string{"goroutine", "eventloop", "eventloop-write"}
 
 // newHandler builds the named transport; handle, if not nil, replaces the
 // protocol's message handler (to inject a panic).
 func newHandler(t *testing.T, kind string, handle func(*pusher.Server, *pusher.Conn, []byte)) pusher.WebSocketHandler {
 	t.Helper()
-	if kind == "eventloop" {
-		e, err := NewEventLoop(nil)
+	if kind == "eventloop" || kind == "eventloop-write" {
+		e, err := NewEventLoop(nil, kind == "eventloop")
 		if err != nil {
 			t.Fatal(err)
 		}
