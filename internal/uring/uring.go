@@ -273,3 +273,6 @@ func (r *Ring) Wait(timeoutNanos int64) error {
 	}
 	return os.NewSyscallError("io_uring_enter", errno)
 }
+
+// FD is the ring's descriptor, for tests that break it.
+func (r *Ring) FD() int { return r.fd }

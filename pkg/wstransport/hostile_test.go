@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -84,6 +85,14 @@ func eachTransport(t *testing.T, test func(t *testing.T, kind string)) {
 
 func newTestNode(t *testing.T, h pusher.WebSocketHandler, mut ...func(*pusher.App)) *testNode {
 	t.Helper()
+	return newTestNodeSndbuf(t, h, 0, mut...)
+}
+
+// newTestNodeSndbuf: sndbuf > 0 fixes the send buffer of each accepted
+// socket, as a kernel under memory pressure would, so that a client that
+// stops reading backs the server's writes up into nbio within a few KiB.
+func newTestNodeSndbuf(t *testing.T, h pusher.WebSocketHandler, sndbuf int, mut ...func(*pusher.App)) *testNode {
+	t.Helper()
 	app, err := pusher.ParseApp(map[string]any{}, pusher.DefaultAppLimits)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +112,15 @@ func newTestNode(t *testing.T, h pusher.WebSocketHandler, mut ...func(*pusher.Ap
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := pusher.New(pusher.Options{Apps: apps, Metrics: m, Logger: logger, WebSocket: h})
-	hs := httptest.NewServer(srv.Router())
+	hs := httptest.NewUnstartedServer(srv.Router())
+	if sndbuf > 0 {
+		hs.Config.ConnState = func(c net.Conn, state http.ConnState) {
+			if tc, ok := c.(*net.TCPConn); ok && state == http.StateNew {
+				_ = tc.SetWriteBuffer(sndbuf)
+			}
+		}
+	}
+	hs.Start()
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
