@@ -59,7 +59,7 @@ fi
 step "end-to-end tests (pusher-js, pusher)"
 mkdir -p test/e2e/.bin
 go build -o test/e2e/.bin/soketi ./cmd/soketi
-for transport in eventloop goroutine; do
+for transport in eventloop eventloop-write goroutine; do
   echo "-- WebSocket transport: $transport"
   (cd test/e2e && E2E_WS_TRANSPORT=$transport SOKETI_BIN="$PWD/.bin/soketi" npm test)
 done

@@ -128,12 +128,22 @@ func New(entries uint32) (*Ring, error) {
 	if entries == 0 || entries > maxEntries {
 		return nil, fmt.Errorf("uring: %d entries: want 1 to %d", entries, maxEntries)
 	}
-	p := params{flags: setupCQSize | setupClamp | setupSubmitAll | setupCoopTaskrun, cqEntries: 2 * entries}
-	fd, _, errno := syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-	if errno == syscall.EINVAL {
-		// A kernel older than 5.19 knows no COOP_TASKRUN.
-		p = params{flags: setupCQSize | setupClamp | setupSubmitAll, cqEntries: 2 * entries}
+	// Kernels before 5.19 know no COOP_TASKRUN (a hint), before 5.18 no
+	// SUBMIT_ALL (without it a batch stops at a send that fails to start,
+	// and Submit submits the rest again); IORING_OP_SEND needs 5.6.
+	var p params
+	var fd uintptr
+	var errno syscall.Errno
+	for _, flags := range []uint32{
+		setupCQSize | setupClamp | setupSubmitAll | setupCoopTaskrun,
+		setupCQSize | setupClamp | setupSubmitAll,
+		setupCQSize | setupClamp,
+	} {
+		p = params{flags: flags, cqEntries: 2 * entries}
 		fd, _, errno = syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
+		if errno != syscall.EINVAL {
+			break
+		}
 	}
 	if errno != 0 {
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", ErrUnavailable, errno)

@@ -82,6 +82,7 @@ func NewEventLoop(log *slog.Logger, useRing bool) (*EventLoop, error) {
 	e.engine.OnData(func(nc *nbio.Conn, data []byte) {
 		switch s := nc.Session().(type) {
 		case *elConn:
+			takeOver(s)
 			s.onData(data)
 		case chan<- int:
 			s <- nc.Hash() % n
@@ -91,11 +92,13 @@ func NewEventLoop(log *slog.Logger, useRing bool) (*EventLoop, error) {
 	})
 	e.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if s, ok := nc.Session().(*elConn); ok {
+			takeOver(s)
 			s.onWritten(n)
 		}
 	})
 	e.engine.OnClose(func(nc *nbio.Conn, _ error) {
 		if s, ok := nc.Session().(*elConn); ok {
+			takeOver(s)
 			s.onClose()
 		}
 	})
@@ -204,6 +207,7 @@ func (e *EventLoop) ServeWS(s *pusher.Server, w http.ResponseWriter, r *http.Req
 	}
 	ec := &elConn{loop: e, nc: nc, srv: s, parser: newFrameParser(4096)}
 	ec.fl = e.flushers[int(nc.Hash())%len(e.flushers)]
+	handOff(ec)
 	nc.SetSession(ec)
 	if _, err := e.engine.AddConn(nc); err != nil {
 		e.log.Warn("adding a connection to the event loop", "err", err)

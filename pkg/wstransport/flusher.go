@@ -26,6 +26,7 @@ type flusher struct {
 	// Used by run alone.
 	ring  *uring.Ring // nil: every send goes through nbio
 	sends []ringSend  // the pass being submitted, indexed by tag
+	stuck [][]byte    // what sends that never completed may still read
 }
 
 type scheduled struct {
@@ -178,6 +179,8 @@ func (f *flusher) ringPass(batch []scheduled) {
 			_, err = rs.ec.TryWrite(rs.data)
 		case !rs.done:
 			err = errRingStuck
+			f.stuck = append(f.stuck, rs.data) // the kernel may read it yet
+			rs.joined = nil
 		case rs.res == int32(len(rs.data)):
 		case rs.res >= 0:
 			_, err = rs.ec.TryWrite(rs.data[rs.res:]) // the rest waits in nbio

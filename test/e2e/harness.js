@@ -83,8 +83,14 @@ async function startServer({ env = {}, config, host = '127.0.0.1', port: wantPor
       SOKETI_METRICS_HOST: host,
       SOKETI_METRICS_SERVER_PORT: String(metricsPort),
       SOKETI_SHUTDOWN_GRACE_PERIOD: '500',
-      // scripts/test.sh runs the suite on each WebSocket transport.
-      ...(process.env.E2E_WS_TRANSPORT ? { SOKETI_WS_TRANSPORT: process.env.E2E_WS_TRANSPORT } : {}),
+      // scripts/test.sh runs the suite on each WebSocket transport;
+      // eventloop-write is the event loop without io_uring.
+      ...(process.env.E2E_WS_TRANSPORT
+        ? {
+            SOKETI_WS_TRANSPORT: process.env.E2E_WS_TRANSPORT.replace(/-write$/, ''),
+            SOKETI_WS_IO_URING: String(!process.env.E2E_WS_TRANSPORT.endsWith('-write')),
+          }
+        : {}),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
