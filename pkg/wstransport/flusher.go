@@ -142,11 +142,14 @@ func (f *flusher) ringPass(batch []scheduled) {
 			continue
 		}
 		rs := ringSend{scheduled: s}
-		if len(bufs) == 1 {
-			rs.data = bufs[0]
-		} else {
+		if len(bufs) > 1 {
+			// A backlog: the client is behind, its socket likely full, and
+			// copying the frames costs more than the system call saved.
 			rs.joined, rs.data = joinFrames(bufs)
+			sends = append(sends, rs)
+			continue
 		}
+		rs.data = bufs[0]
 		s.ec.nc.Lock()
 		closed, _ := s.ec.nc.IsClosed()
 		// What nbio still holds must go first: it writes that itself.
