@@ -514,30 +514,22 @@ func (ec *elConn) WriteBuffers(b *net.Buffers) error {
 		*b = (*b)[:0]
 		return err
 	}
-	bp, buf := joinFrames(*b)
-	*b = (*b)[:0]
-	_, err := ec.TryWrite(buf) // nbio copies what it keeps
-	releaseJoined(bp, buf)
-	return err
-}
-
-// joinFrames copies frames into one pooled buffer: one send, and nbio's
-// count of written bytes stays exact (its writev does not report them).
-func joinFrames(frames [][]byte) (*[]byte, []byte) {
+	size := 0
+	for _, f := range *b {
+		size += len(f)
+	}
 	bp := joinPool.Get().(*[]byte)
 	buf := (*bp)[:0]
-	for _, f := range frames {
+	for _, f := range *b {
 		buf = append(buf, f...)
 	}
-	return bp, buf
-}
-
-// releaseJoined returns joinFrames' buffer to the pool, unless it grew huge.
-func releaseJoined(bp *[]byte, buf []byte) {
+	*b = (*b)[:0]
+	_, err := ec.TryWrite(buf) // nbio copies what it keeps
 	if cap(buf) <= maxPooledMsg {
 		*bp = buf[:0]
 		joinPool.Put(bp)
 	}
+	return err
 }
 
 var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

@@ -3,6 +3,7 @@ package wstransport
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -37,12 +38,12 @@ type scheduled struct {
 // ringSend is one connection's frames in a ring pass.
 type ringSend struct {
 	scheduled
-	data   []byte  // what the kernel is given: a frame, or joined frames
-	joined *[]byte // data's pooled buffer when frames were joined
-	locked bool    // staged: ec.nc is locked until the submission returns
-	seq    int     // its place among the staged sends
-	res    int32   // the completion: bytes sent, or -errno
-	done   bool    // res is set
+	backlog net.Buffers // several frames: written through nbio, not staged
+	data    []byte      // one frame, for the kernel
+	locked  bool        // staged: ec.nc is locked until the submission returns
+	seq     int         // its place among the staged sends
+	res     int32       // the completion: bytes sent, or -errno
+	done    bool        // res is set
 }
 
 // ringWait bounds the wait for a completion that did not arrive within
@@ -145,7 +146,7 @@ func (f *flusher) ringPass(batch []scheduled) {
 		if len(bufs) > 1 {
 			// A backlog: the client is behind, its socket likely full, and
 			// copying the frames costs more than the system call saved.
-			rs.joined, rs.data = joinFrames(bufs)
+			rs.backlog = bufs
 			sends = append(sends, rs)
 			continue
 		}
@@ -177,13 +178,14 @@ func (f *flusher) ringPass(batch []scheduled) {
 		rs := &sends[i]
 		var err error
 		switch {
+		case rs.backlog != nil:
+			err = rs.ec.WriteBuffers(&rs.backlog)
 		case !rs.locked || (!rs.done && rs.seq >= submitted):
 			// Not staged, or staged but not taken by the kernel: nbio sends it.
 			_, err = rs.ec.TryWrite(rs.data)
 		case !rs.done:
 			err = errRingStuck
 			f.stuck = append(f.stuck, rs.data) // the kernel may read it yet
-			rs.joined = nil
 		case rs.res == int32(len(rs.data)):
 		case rs.res >= 0:
 			_, err = rs.ec.TryWrite(rs.data[rs.res:]) // the rest waits in nbio
@@ -191,9 +193,6 @@ func (f *flusher) ringPass(batch []scheduled) {
 			_, err = rs.ec.TryWrite(rs.data)
 		default:
 			err = syscall.Errno(-rs.res)
-		}
-		if rs.joined != nil {
-			releaseJoined(rs.joined, rs.data)
 		}
 		if rs.f.Written(err) {
 			f.schedule(rs.ec, rs.f)
