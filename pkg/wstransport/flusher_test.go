@@ -40,19 +40,7 @@ func (n *testNode) dialSmallWindow(t *testing.T) *rawClient {
 		}}
 		return nd.DialContext(ctx, network, addr)
 	}}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	nc, br, _, err := d.Dial(ctx, "ws"+strings.TrimPrefix(n.http.URL, "http")+"/app/app-key?protocol=7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &rawClient{t: t, nc: nc, r: nc}
-	if br != nil {
-		c.r = io.MultiReader(br, nc)
-	}
-	c.expectEvent("pusher:connection_established")
-	return c
+	return n.dialRawWith(t, d)
 }
 
 func (c *rawClient) subscribe(channel string) {

@@ -180,9 +180,15 @@ type rawClient struct {
 
 func (n *testNode) dialRaw(t *testing.T) *rawClient {
 	t.Helper()
+	return n.dialRawWith(t, ws.Dialer{})
+}
+
+// dialRawWith dials with d (its NetDial, say) and reads connection_established.
+func (n *testNode) dialRawWith(t *testing.T, d ws.Dialer) *rawClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	nc, br, _, err := ws.Dial(ctx, "ws"+strings.TrimPrefix(n.http.URL, "http")+"/app/app-key?protocol=7")
+	nc, br, _, err := d.Dial(ctx, "ws"+strings.TrimPrefix(n.http.URL, "http")+"/app/app-key?protocol=7")
 	if err != nil {
 		t.Fatal(err)
 	}
