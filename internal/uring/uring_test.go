@@ -194,7 +194,7 @@ func BenchmarkSend(b *testing.B) {
 		buf := make([]byte, 64<<10)
 		for _, c := range clients {
 			for {
-				c.SetReadDeadline(timeNowPlus())
+				c.SetReadDeadline(time.Now().Add(time.Millisecond))
 				m, _ := c.Read(buf)
 				if m < len(buf) {
 					break
@@ -242,5 +242,3 @@ func BenchmarkSend(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/send")
 	})
 }
-
-func timeNowPlus() time.Time { return time.Now().Add(time.Millisecond) }

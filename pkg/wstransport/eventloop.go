@@ -50,12 +50,6 @@ type EventLoop struct {
 	handle func(s *pusher.Server, c *pusher.Conn, msg []byte)
 }
 
-// ringEntries is how many sends one flusher submits at once. Each holds
-// its connection's nbio lock until the submission returns (a few
-// microseconds per send), so it also bounds how long a poller can wait
-// for a connection the flusher is writing.
-const ringEntries = 512
-
 // NewEventLoop starts the pollers and flushers: one of each per CPU. With
 // useRing each flusher submits its sends through an io_uring where the
 // kernel permits one; without, it writes each socket with its own system
@@ -110,7 +104,7 @@ func NewEventLoop(log *slog.Logger, useRing bool) (*EventLoop, error) {
 		return nil, err
 	}
 	for range n {
-		f := newFlusher(log, useRing, ringEntries)
+		f := newFlusher(log, useRing)
 		e.flushers = append(e.flushers, f)
 		go f.run(e.stop)
 	}

@@ -46,6 +46,12 @@ type ringSend struct {
 	done    bool        // res is set
 }
 
+// ringEntries is how many sends one flusher submits at once. Each holds
+// its connection's nbio lock until the submission returns (a few
+// microseconds per send), so it also bounds how long a poller can wait
+// for a connection the flusher is writing.
+const ringEntries = 512
+
 // ringWait bounds the wait for a completion that did not arrive within
 // its submission. MSG_DONTWAIT sends to sockets complete within it, so
 // this is never expected; the ring is then given up.
@@ -53,10 +59,10 @@ const ringWait = time.Second
 
 var errRingStuck = errors.New("wstransport: a send on the io_uring did not complete")
 
-func newFlusher(log *slog.Logger, useRing bool, entries uint32) *flusher {
+func newFlusher(log *slog.Logger, useRing bool) *flusher {
 	f := &flusher{wake: make(chan struct{}, 1), log: log}
 	if useRing {
-		r, err := uring.New(entries)
+		r, err := uring.New(ringEntries)
 		if err != nil {
 			log.Info("writing each socket with its own system call", "reason", err.Error())
 		} else {
@@ -201,7 +207,12 @@ func (f *flusher) ringPass(batch []scheduled) {
 	}
 	f.sends = sends[:0]
 	if submitErr != nil || f.ring.Inflight() > 0 {
-		f.ring = nil // given up; sends still in flight keep it open
+		// Given up. A ring with sends in flight stays open: they read
+		// from it.
+		if f.ring.Inflight() == 0 {
+			_ = f.ring.Close()
+		}
+		f.ring = nil
 	}
 }
 

@@ -217,10 +217,8 @@ func TestEventLoop_ChurnNeverCrossesConnections(t *testing.T) {
 			// The freed descriptor goes to the next connection accepted.
 			if rng.Intn(2) == 0 {
 				quiet = append(quiet, dial("quiet"))
-				busy[i] = dial("busy")
-			} else {
-				busy[i] = dial("busy")
 			}
+			busy[i] = dial("busy")
 		}
 		close(stop)
 		fanouts := <-published
