@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/soketi-go/soketi/internal/testutil"
 	"github.com/soketi-go/soketi/pkg/pusher"
@@ -41,6 +42,23 @@ func (n *testNode) dialSmallWindow(t *testing.T) *rawClient {
 		return nd.DialContext(ctx, network, addr)
 	}}
 	return n.dialRawWith(t, d)
+}
+
+// unread is how many bytes wait in nc's receive queue (FIONREAD).
+func unread(t *testing.T, nc net.Conn) int {
+	t.Helper()
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func (c *rawClient) subscribe(channel string) {
@@ -115,9 +133,11 @@ func TestEventLoop_CloseAfterBackloggedReplyEndsTheSocket(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(50 * time.Millisecond) // the frames reach the socket and nbio
+		testutil.WaitFor(t, 5*time.Second, "frames in the client's socket", func() bool { return unread(t, c.nc) > 0 })
 		c.write(clientFrame(true, 0x8, closePayload(1000, "")))
-		time.Sleep(50 * time.Millisecond) // the reply is queued behind them
+		// The server forgets the connection once it has read the close
+		// frame: the reply is then queued behind the backlog.
+		testutil.WaitFor(t, 5*time.Second, "the close frame read", func() bool { return n.srv.ConnectionCount() == 0 })
 		for i := 0; ; i++ {
 			op, p := c.frame()
 			if op == ws.OpClose {
@@ -131,7 +151,6 @@ func TestEventLoop_CloseAfterBackloggedReplyEndsTheSocket(t *testing.T) {
 		if _, err := c.nc.Read(make([]byte, 1)); err != io.EOF {
 			t.Fatalf("after the close reply: %v, want EOF", err)
 		}
-		testutil.WaitFor(t, 5*time.Second, "the server forgot the connection", func() bool { return n.srv.ConnectionCount() == 0 })
 		for range 4 { // on each poller
 			n.servesFreshClient(t)
 		}
